@@ -1,0 +1,1 @@
+"""harness: walk-forward backtesting of learning-rate decay schedules."""
