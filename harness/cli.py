@@ -1,0 +1,197 @@
+"""The ``harness`` command line.
+
+Every user mistake (:class:`~harness.errors.HarnessError`) becomes one line on stderr and exit
+status 2, without a traceback. Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+
+CONFIG_HELP = """\
+config file (YAML; every field has a default, so an empty file is valid). Sections:
+  experiment: NAME                      MLflow experiment (one per backtest)
+  data:       source (csv|parquet|yfinance|synthetic), path, tickers, start, end, interval,
+              cache_dir, synthetic {model: gbm|heston|regime, n_days, seed, ...}, repair
+  strategy:   name (return_forecast|volatility_forecast|option_pricer|pkg.mod:Class), params {...}
+  model:      type (mlp|gru|lstm), hidden [64, 64], activation (relu|tanh|gelu|silu), dropout
+  training:   optimizer (adamw|sgd), lr, weight_decay, momentum, epochs, batch_size, seeds, seed,
+              validation (tail fraction), patience, grad_clip,
+              boundary (fresh|warm_restart|warm_continue)
+  windows:    mode (rolling|expanding), train, test, step (observations or "3Y"/"6M"/"63D"),
+              purge, embargo, short_purge (error|warn)
+  schedules:  list of names or {name: ..., params}; see `harness schedules`
+  selection:  metric, alpha, rule (mcs_stable|best_pooled|best_worst_window)
+  tracking:   uri (a folder -> sqlite:///FOLDER/mlflow.db + FOLDER/artifacts, or any MLflow URI)
+  execution:  executor (local|process|ray), workers, address
+`harness config --show` prints the resolved default config."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Walk-forward backtests of learning-rate decay schedules for neural financial models.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a backtest and log it to MLflow",
+        description="Retrain the model in every window under every schedule and seed, evaluate out of "
+        "sample, print the ranking table and log everything to MLflow.",
+        epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_args(run)
+    run.add_argument("--tracking-uri", help="MLflow store (a folder or URI); overrides tracking.uri")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_cmd_run)
+
+    plan = commands.add_parser(
+        "plan", help="load the data, build the strategy table and print the window plan (no training)"
+    )
+    _config_args(plan)
+    plan.set_defaults(handler=_cmd_plan)
+
+    config = commands.add_parser("config", help="show the resolved config", epilog=CONFIG_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(config)
+    config.add_argument("--show", action="store_true", help="print the resolved config as YAML (the default action)")
+    config.set_defaults(handler=_cmd_config)
+
+    schedules = commands.add_parser("schedules", help="list the schedule catalogue, or plot LR curves")
+    schedules.add_argument("names", nargs="*", help="schedules to plot (names; default: the whole catalogue)")
+    schedules.add_argument("--plot", metavar="PNG", help="write the LR curves of NAMES to this PNG")
+    schedules.add_argument("--steps", type=int, default=1000, help="total optimizer steps T (default 1000)")
+    schedules.add_argument("--log", action="store_true", help="log-scale LR axis")
+    schedules.set_defaults(handler=_cmd_schedules)
+
+    bench = commands.add_parser("bench", help="measure the batched trainer against a plain torch loop")
+    bench.add_argument("--members", type=int, default=15, help="members (schedules x seeds), default 15")
+    bench.add_argument("--rows", type=int, default=756, help="training rows per window, default 756")
+    bench.add_argument("--features", type=int, default=20, help="input features, default 20")
+    bench.add_argument("--epochs", type=int, default=20, help="epochs, default 20")
+    bench.add_argument("--batch-size", type=int, default=128, help="batch size, default 128")
+    bench.add_argument("--repeats", type=int, default=3, help="timed repeats (medians), default 3")
+    bench.add_argument("--threads", type=int, default=1, help="torch threads, default 1")
+    bench.add_argument("--scale", action="store_true", help="also measure cost as members and rows grow")
+    bench.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bench.set_defaults(handler=_cmd_bench)
+    return parser
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="YAML config (default: the built-in default config)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a field, e.g. --set training.epochs=5 (repeatable; VALUE is YAML)",
+    )
+
+
+def _load(args: argparse.Namespace):
+    from harness.config import load_config
+
+    overrides: dict[str, Any] = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HarnessError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.epochs=5")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise HarnessError(f"--set {item!r}: VALUE is not valid YAML") from None
+    if getattr(args, "tracking_uri", None):
+        overrides["tracking.uri"] = args.tracking_uri
+    return load_config(args.config, overrides)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    print(_load(args).to_yaml(), end="")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from harness.engine import plan
+
+    print(plan(_load(args)).render())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.engine import run_and_log
+
+    config = _load(args)
+    outcome = run_and_log(config, progress=not args.no_progress)
+    print(outcome.render())
+    return 0
+
+
+def _cmd_schedules(args: argparse.Namespace) -> int:
+    from harness import schedules
+
+    if args.steps <= 0:
+        raise HarnessError(f"--steps: must be > 0, got {args.steps}")
+    if not args.plot:
+        if args.names:
+            for name in args.names:
+                schedules.get_schedule(name)
+        print(schedules.format_catalogue())
+        return 0
+    from harness.schedule_plot import plot_schedules
+
+    names = args.names or [name for name in schedules.SCHEDULES]
+    path = plot_schedules(list(names), args.steps, args.plot, log_scale=args.log)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness import bench
+
+    for name in ("members", "rows", "features", "epochs", "batch_size", "repeats", "threads"):
+        if getattr(args, name) <= 0:
+            raise HarnessError(f"--{name.replace('_', '-')}: must be > 0, got {getattr(args, name)}")
+    torch.set_num_threads(args.threads)
+    figures = bench.bench_members(
+        n_members=args.members, rows=args.rows, features=args.features,
+        epochs=args.epochs, batch_size=args.batch_size, repeats=args.repeats,
+    )
+    if args.scale:
+        figures["scaling"] = bench.bench_scaling(
+            n_members=args.members, rows=args.rows, features=args.features,
+            epochs=args.epochs, batch_size=args.batch_size, repeats=args.repeats,
+        )
+    print(bench.format_report(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

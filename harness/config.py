@@ -1,0 +1,315 @@
+"""The backtest config: a YAML file validated against the schema below (design section 2).
+
+Every field has a default, so an empty file is valid. Unknown keys and wrong types are
+:class:`~harness.errors.ConfigError` s whose message starts with the dotted field name, e.g.
+``windows.train: must be > 0, got -5``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ConfigError, HarnessError, did_you_mean
+
+DEFAULT_SCHEDULES: list[Any] = [
+    "constant",
+    {"name": "step", "step_size": 0.33, "gamma": 0.1},
+    {"name": "cosine", "min_lr_ratio": 0.01, "warmup": 0.05},
+    "wsd",
+    "schedule_free",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Size = int | str  # observations, or a calendar length such as "3Y", "6M", "63D"
+
+
+class DataConfig(_Section):
+    """Where prices come from (design section 3)."""
+
+    source: Literal["csv", "parquet", "yfinance", "synthetic"] = "csv"
+    path: str = "data/sp500.csv"
+    tickers: list[str] = Field(default_factory=lambda: ["^GSPC"])
+    start: str | None = "2000-01-01"
+    end: str | None = None
+    interval: str = "1d"
+    cache_dir: str = "data/cache"
+    synthetic: dict[str, Any] = Field(default_factory=lambda: {"model": "gbm", "n_days": 2520, "seed": 0})
+    repair: bool = True
+
+    @field_validator("tickers", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class StrategyConfig(_Section):
+    """Built-in strategy name, or ``"package.module:ClassName"``, and its parameters."""
+
+    name: str = "volatility_forecast"
+    params: dict[str, Any] = Field(default_factory=lambda: {"lookback": 22, "horizon": 5})
+
+
+class ModelConfig(_Section):
+    """The network each member trains: an MLP (or a small GRU/LSTM)."""
+
+    type: Literal["mlp", "gru", "lstm"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    activation: Literal["relu", "tanh", "gelu", "silu"] = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, value: list[int]) -> list[int]:
+        if not value or any(width <= 0 for width in value):
+            raise ValueError(f"must be a non-empty list of positive widths, got {value}")
+        return value
+
+
+class TrainingConfig(_Section):
+    """How every member is trained in each window (design section 6)."""
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1.0e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    epochs: int = Field(40, gt=0)
+    batch_size: int = Field(128, gt=0)
+    seeds: int = Field(3, gt=0)
+    seed: int = Field(0, ge=0)
+    validation: float = Field(0.2, ge=0, lt=1)
+    patience: int | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0)
+    boundary: Literal["fresh", "warm_restart", "warm_continue"] = "fresh"
+
+
+class WindowsConfig(_Section):
+    """Walk-forward windows on the strategy's table (design section 4)."""
+
+    mode: Literal["rolling", "expanding"] = "rolling"
+    train: Size = 756
+    test: Size = 21
+    step: Size | None = None
+    purge: int = Field(5, ge=0)
+    embargo: int = Field(0, ge=0)
+    short_purge: Literal["error", "warn"] = "error"
+
+    @field_validator("train", "test", "step")
+    @classmethod
+    def _positive(cls, value: Size | None) -> Size | None:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError(f"must be > 0, got {value}")
+        return value
+
+
+class SelectionConfig(_Section):
+    """How `harness select` chooses the production schedule (design section 8)."""
+
+    metric: str = "rmse"
+    alpha: float = Field(0.10, gt=0, lt=1)
+    rule: Literal["mcs_stable", "best_pooled", "best_worst_window"] = "mcs_stable"
+
+
+class TrackingConfig(_Section):
+    """MLflow store: a folder (SQLite + artifacts inside) or any MLflow tracking URI."""
+
+    uri: str = "./mlruns"
+
+
+class ExecutionConfig(_Section):
+    """Where windows run."""
+
+    executor: Literal["local", "process", "ray"] = "local"
+    workers: int = Field(1, gt=0)
+    address: str | None = None
+
+
+class Config(_Section):
+    """A whole backtest. ``Config()`` is the default backtest on the bundled S&P 500 data."""
+
+    experiment: str = "spx-vol-schedules"
+    data: DataConfig = Field(default_factory=DataConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    schedules: list[str | dict[str, Any]] = Field(default_factory=lambda: list(DEFAULT_SCHEDULES))
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @field_validator("experiment")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty name")
+        return value
+
+    @field_validator("schedules")
+    @classmethod
+    def _known_schedules(cls, value: list) -> list:
+        from harness.schedules import get_schedule  # schedules validate their own params
+
+        if not value:
+            raise ValueError("must list at least one schedule")
+        labels = []
+        for i, spec in enumerate(value):
+            try:
+                labels.append(get_schedule(spec).label)
+            except HarnessError as exc:  # raised past pydantic so the message keeps its position
+                raise ConfigError(f"schedules[{i}]: {exc}") from None
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"lists {duplicates[0]} twice; give each schedule different params")
+        return value
+
+    @model_validator(mode="after")
+    def _schedule_free_needs_adamw(self) -> "Config":
+        from harness.schedules import get_schedule
+
+        kinds = {get_schedule(spec).kind for spec in self.schedules}
+        if "schedule_free" in kinds and self.training.optimizer != "adamw":
+            raise ValueError("schedule_free is an AdamW variant; use training.optimizer: adamw")
+        return self
+
+    def schedule_labels(self) -> list[str]:
+        from harness.schedules import get_schedule
+
+        return [get_schedule(spec).label for spec in self.schedules]
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (not where they are logged or executed)."""
+        payload = self.model_dump(mode="json", exclude={"tracking", "execution", "selection"})
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def default_config() -> Config:
+    """The default backtest: volatility forecast on ``data/sp500.csv``."""
+    return Config()
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a YAML config; ``None`` gives the default config.
+
+    ``overrides`` maps dotted field names to values (``{"training.epochs": 5}``) applied
+    before validation, so they are validated like the file's own values.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return parse_config(raw)
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Validate a config dict; errors become one-line :class:`ConfigError`."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file or none for the default")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}; fix the syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (experiment:, data:, ...), got {type(raw).__name__}")
+    return raw
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: cannot set inside a non-mapping value")
+    node[leaf] = value
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "literal_error": "must be one of {expected}",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "int_parsing": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping of fields",
+}
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    loc = [part for part in error["loc"] if not _is_union_tag(part)]
+    field = _dotted(loc) or "config"
+    kind = error["type"]
+    got = error.get("input")
+    if kind == "extra_forbidden":
+        parent_fields = _fields_at(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), parent_fields)
+        return f"{field}: unknown key{hint}; valid keys here: {', '.join(parent_fields)}"
+    if kind == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return f"{field}: {message}"
+    template = _MESSAGES.get(kind)
+    ctx = {key: f"{value:g}" if isinstance(value, float) else value for key, value in error.get("ctx", {}).items()}
+    message = template.format(**ctx) if template else str(error["msg"]).lower()
+    return f"{field}: {message}, got {got!r}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the tried member type of a union (``int``, ``str``, ``function-after[...]``) in ``loc``."""
+    return isinstance(part, str) and (
+        part in {"int", "str", "float", "bool", "none"} or part.startswith(("function-", "dict[", "list[", "literal["))
+    )
+
+
+def _dotted(loc: list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + part
+    return out
+
+
+def _fields_at(loc: list) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        if not isinstance(part, str):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return list(model.model_fields)

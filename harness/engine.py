@@ -1,0 +1,407 @@
+"""The walk-forward loop: config → prices → table → windows → batched training → tidy results.
+
+Per window, everything fitted (feature and target scalers, the baseline, the networks and their
+early-stopping choices) sees only that window's train rows; the test slice is used once, to
+predict. See ``docs/ARCHITECTURE.md`` for the frames this module produces.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.config import Config
+from harness.errors import HarnessError
+from harness.windows import WalkForward
+
+log = logging.getLogger("harness.engine")
+
+
+@dataclass
+class Window:
+    """One walk-forward window as row positions of the strategy table."""
+
+    index: int
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+
+
+@dataclass
+class Plan:
+    """What a backtest will do: the data, the table and the windows (no training)."""
+
+    config: Config
+    prices: pd.DataFrame
+    table: Any
+    windows: list[Window]
+    data_hash: str
+
+    def render(self) -> str:
+        table_dates = pd.DatetimeIndex(self.table.dates)
+        members = len(self.config.schedules) * self.config.training.seeds
+        lines = [
+            f"data      {self.config.data.source} {self._data_name()}: {len(self.prices)} rows "
+            f"{self.prices.index[0]:%Y-%m-%d} .. {self.prices.index[-1]:%Y-%m-%d} (hash {self.data_hash})",
+            f"strategy  {self.config.strategy.name}: {len(self.table.X)} rows x {self.table.X.shape[1]} features, "
+            f"horizon {self.table.horizon}",
+            f"windows   {len(self.windows)} {self.config.windows.mode} windows; members per window "
+            f"{members} ({len(self.config.schedules)} schedules x {self.config.training.seeds} seeds)",
+            "",
+            f"{'k':>4}  {'train from':>10}  {'train to':>10}  {'test from':>10}  {'test to':>10}  {'n_train':>7}  {'n_test':>6}",
+        ]
+        for window in _ends_of(self.windows):
+            if window is None:
+                lines.append(f"{'...':>4}")
+                continue
+            tr, te = window.train_rows, window.test_rows
+            lines.append(
+                f"{window.index:>4}  {table_dates[tr[0]]:%Y-%m-%d}  {table_dates[tr[-1]]:%Y-%m-%d}  "
+                f"{table_dates[te[0]]:%Y-%m-%d}  {table_dates[te[-1]]:%Y-%m-%d}  {len(tr):>7}  {len(te):>6}"
+            )
+        return "\n".join(lines)
+
+    def _data_name(self) -> str:
+        data = self.config.data
+        if data.source in ("csv", "parquet"):
+            return data.path
+        if data.source == "yfinance":
+            return ",".join(data.tickers)
+        return str(data.synthetic.get("model", "gbm"))
+
+
+def _ends_of(windows: list[Window], keep: int = 3) -> list[Window | None]:
+    if len(windows) <= 2 * keep + 1:
+        return list(windows)
+    return [*windows[:keep], None, *windows[-keep:]]
+
+
+def load_data(config: Config) -> pd.DataFrame:
+    """Prices for the config's data section (the data module validates and repairs)."""
+    from harness.data import load_prices
+
+    data = config.data
+    return load_prices(
+        data.source,
+        path=data.path,
+        tickers=data.tickers,
+        start=data.start,
+        end=data.end,
+        interval=data.interval,
+        cache_dir=data.cache_dir,
+        synthetic=data.synthetic,
+        repair=data.repair,
+    )
+
+
+def plan(config: Config, prices: pd.DataFrame | None = None) -> Plan:
+    """Load data, build the strategy table and cut the windows; raise on anything unusable."""
+    from harness.data import fingerprint
+    from strategies import get_strategy
+
+    prices = load_data(config) if prices is None else prices
+    strategy = get_strategy(config.strategy.name, config.strategy.params)
+    table = strategy.build(prices)
+    _check_purge(config, table.horizon)
+    windows = cut_windows(config, pd.DatetimeIndex(table.dates))
+    return Plan(config=config, prices=prices, table=table, windows=windows, data_hash=fingerprint(prices))
+
+
+def _check_purge(config: Config, horizon: int) -> None:
+    purge = config.windows.purge
+    if purge >= horizon:
+        return
+    message = (
+        f"windows.purge: {purge} is shorter than the label horizon {horizon} of strategy "
+        f"'{config.strategy.name}', so train labels overlap the test slice; set windows.purge >= {horizon}"
+    )
+    if config.windows.short_purge == "error":
+        raise HarnessError(message + " (or windows.short_purge: warn to accept it)")
+    log.warning(message)
+
+
+def cut_windows(config: Config, row_dates: pd.DatetimeIndex) -> list[Window]:
+    """Windows over the table's unique dates, mapped back to row positions.
+
+    Several rows may share a date (option chains): a date is never split between train and test.
+    """
+    dates = pd.DatetimeIndex(np.unique(row_dates.values))
+    spec = config.windows
+    splitter = WalkForward(
+        train=spec.train, test=spec.test, step=spec.step, purge=spec.purge,
+        embargo=spec.embargo, mode=spec.mode, dates=dates,
+    )
+    date_pos = np.searchsorted(dates.values, row_dates.values)
+    return [
+        Window(k, np.flatnonzero(np.isin(date_pos, train)), np.flatnonzero(np.isin(date_pos, test)))
+        for k, (train, test) in enumerate(splitter.split(np.arange(len(dates))))
+    ]
+
+
+@dataclass
+class Scaler:
+    """Standardisation fitted on one window's train rows only."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "Scaler":
+        values = np.asarray(values, dtype=np.float64)
+        std = values.std(axis=0)
+        return cls(values.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return ((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64) * self.std + self.mean
+
+
+@dataclass
+class Fitted:
+    """A window's trained members with the scalers they were trained under."""
+
+    result: Any
+    x_scaler: Scaler
+    y_scaler: Scaler
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions in target units, shape [members, n]."""
+        return self.y_scaler.inverse(self.result.predict(self.x_scaler.transform(X)))
+
+
+@dataclass
+class WindowResult:
+    """Everything one window produced, as tidy frames."""
+
+    index: int
+    predictions: pd.DataFrame
+    training: pd.DataFrame
+    churn: pd.DataFrame | None
+    lr: np.ndarray
+    fitted: Fitted = field(repr=False)
+    seconds: float = 0.0
+
+
+def take(table: Any, rows: np.ndarray) -> Any:
+    """The table restricted to ``rows`` (positions)."""
+    return type(table)(
+        X=table.X.iloc[rows], y=table.y.iloc[rows],
+        dates=pd.DatetimeIndex(table.dates)[rows], horizon=table.horizon,
+    )
+
+
+def split_validation(rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The train window's rows as (fit, validation): validation is the tail ``fraction``."""
+    n_val = int(round(len(rows) * fraction))
+    if n_val == 0:
+        return rows, rows[:0]
+    if n_val >= len(rows):
+        raise HarnessError(
+            f"training.validation: {fraction} leaves no rows to fit in a {len(rows)}-row train window; lower it"
+        )
+    return rows[:-n_val], rows[-n_val:]
+
+
+def end_oscillation(step_loss: np.ndarray, tail: float = 0.1) -> np.ndarray:
+    """std/mean of each member's last ``tail`` share of step losses (NaN for diverged members)."""
+    n_tail = max(2, int(np.ceil(step_loss.shape[1] * tail)))
+    last = step_loss[:, -n_tail:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return last.std(axis=1) / last.mean(axis=1)
+
+
+def predictions_frame(window: int, labels: list, dates: pd.DatetimeIndex, target: np.ndarray,
+                      baseline: np.ndarray, preds: np.ndarray) -> pd.DataFrame:
+    """One row per test row per member: date, window, schedule, seed, prediction, target, baseline."""
+    n_members, n_rows = preds.shape
+    return pd.DataFrame({
+        "date": np.tile(dates.values, n_members),
+        "window": window,
+        "schedule": np.repeat([label for label, _ in labels], n_rows),
+        "seed": np.repeat([seed for _, seed in labels], n_rows).astype(np.int64),
+        "prediction": preds.reshape(-1),
+        "target": np.tile(target, n_members),
+        "baseline": np.tile(baseline, n_members),
+    })
+
+
+def training_frame(window: int, result: Any) -> pd.DataFrame:
+    """Per-member training diagnostics of one window."""
+    epochs = np.arange(result.val_loss.shape[1])
+    best = np.asarray(result.best_epoch)
+    val = result.val_loss[np.arange(len(best)), np.clip(best, 0, len(epochs) - 1)] if len(epochs) else np.nan
+    return pd.DataFrame({
+        "window": window,
+        "schedule": [label for label, _ in result.labels],
+        "seed": [seed for _, seed in result.labels],
+        "diverged": np.asarray(result.diverged, dtype=bool),
+        "end_oscillation": end_oscillation(result.step_loss),
+        "train_loss": _last_finite(result.step_loss),
+        "val_loss": val,
+        "best_epoch": best,
+    })
+
+
+def _last_finite(step_loss: np.ndarray, tail: float = 0.1) -> np.ndarray:
+    n_tail = max(1, int(np.ceil(step_loss.shape[1] * tail)))
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(step_loss[:, -n_tail:], axis=1) if step_loss.size else np.full(len(step_loss), np.nan)
+
+
+@dataclass
+class BacktestResult:
+    """A finished backtest as tidy frames (docs/ARCHITECTURE.md) plus what made them."""
+
+    config: Config
+    data_hash: str
+    predictions: pd.DataFrame
+    training: pd.DataFrame
+    churn: pd.DataFrame
+    lr_curves: dict[str, np.ndarray]
+    n_windows: int
+    seconds: float
+    strategy: Any = field(repr=False, default=None)
+    windows: list[WindowResult] = field(repr=False, default_factory=list)
+
+
+def run_backtest(config: Config, *, prices: pd.DataFrame | None = None, progress: bool = True) -> BacktestResult:
+    """Retrain every member in every window, predict each test slice, and collect the frames."""
+    from strategies import get_strategy
+
+    started = time.perf_counter()
+    the_plan = plan(config, prices)
+    strategy = get_strategy(config.strategy.name, config.strategy.params)
+    sizes = steps_per_window(config, the_plan.windows)
+    done: list[WindowResult] = []
+    with _progress_bar(config, len(the_plan.windows), progress) as bar:
+        previous: Fitted | None = None
+        for window in the_plan.windows:
+            outcome = run_window(config, strategy, the_plan.table, window, previous, sizes)
+            done.append(outcome)
+            previous = outcome.fitted
+            bar.update(1)
+            bar.set_postfix(members=f"{(window.index + 1) * _members(config)}")
+    return BacktestResult(
+        config=config,
+        data_hash=the_plan.data_hash,
+        predictions=pd.concat([w.predictions for w in done], ignore_index=True),
+        training=pd.concat([w.training for w in done], ignore_index=True),
+        churn=_concat_or_empty([w.churn for w in done if w.churn is not None]),
+        lr_curves=_lr_curves(config, done),
+        n_windows=len(done),
+        seconds=time.perf_counter() - started,
+        strategy=strategy,
+        windows=done,
+    )
+
+
+def run_window(config: Config, strategy: Any, table: Any, window: Window, previous: Fitted | None,
+               sizes: list[int]) -> WindowResult:
+    """Train all members on one window's train rows and predict its test rows."""
+    from harness.trainer import train
+
+    started = time.perf_counter()
+    training = config.training
+    fit_rows, val_rows = split_validation(window.train_rows, training.validation)
+    X = table.X.to_numpy(dtype=np.float64)
+    y = strategy.target_transform(table.y.to_numpy(dtype=np.float64))
+    x_scaler = Scaler.fit(X[window.train_rows])
+    y_scaler = Scaler.fit(y[window.train_rows])
+    warm = training.boundary != "fresh" and previous is not None
+    result = train(
+        x_scaler.transform(X[fit_rows]), y_scaler.transform(y[fit_rows]),
+        x_scaler.transform(X[val_rows]) if len(val_rows) else None,
+        y_scaler.transform(y[val_rows]) if len(val_rows) else None,
+        model=config.model.model_dump(), schedules=config.schedules, seeds=training.seeds,
+        epochs=training.epochs, batch_size=training.batch_size, lr=training.lr,
+        optimizer=training.optimizer, weight_decay=training.weight_decay, momentum=training.momentum,
+        grad_clip=training.grad_clip, patience=training.patience, seed=training.seed,
+        init_state=previous.result if warm else None,
+        lr_tables=continued_lr_tables(config, window.index, sizes) if training.boundary == "warm_continue" else None,
+    )
+    fitted = Fitted(result, x_scaler, y_scaler)
+    test = take(table, window.test_rows)
+    preds = _in_target_units(strategy, fitted, X[window.test_rows])
+    baseline = np.asarray(strategy.baseline(take(table, window.train_rows), test), dtype=np.float64)
+    churn = None
+    if previous is not None:
+        churn = _churn_frame(window.index, result.labels, _in_target_units(strategy, previous, X[window.test_rows]), preds)
+    return WindowResult(
+        index=window.index,
+        predictions=predictions_frame(window.index, result.labels, test.dates, test.y.to_numpy(), baseline, preds),
+        training=training_frame(window.index, result),
+        churn=churn,
+        lr=result.lr,
+        fitted=fitted,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _in_target_units(strategy: Any, fitted: Fitted, X: np.ndarray) -> np.ndarray:
+    return strategy.target_inverse(fitted.predict(X))
+
+
+def steps_per_window(config: Config, windows: list[Window]) -> list[int]:
+    """Optimizer steps each window's members take (epochs x batches of the fit rows)."""
+    training = config.training
+    return [
+        training.epochs * int(np.ceil(len(split_validation(w.train_rows, training.validation)[0]) / training.batch_size))
+        for w in windows
+    ]
+
+
+def continued_lr_tables(config: Config, k: int, sizes: list[int]) -> np.ndarray:
+    """``warm_continue``: window k's slice of one schedule spanning all windows, ``[members, T_k]``.
+
+    Adaptive kinds (plateau, schedule_free) span the windows with their nominal curve (the
+    warmup ramp once, in window 0; then the base LR).
+    """
+    from harness.schedules import get_schedule
+
+    start, total = sum(sizes[:k]), sum(sizes)
+    rows = []
+    for spec in config.schedules:
+        curve = get_schedule(spec).nominal_table(total, config.training.lr)[start:start + sizes[k]]
+        rows.extend([curve] * config.training.seeds)
+    return np.stack(rows)
+
+
+def _churn_frame(window: int, labels: list, previous: np.ndarray, current: np.ndarray) -> pd.DataFrame:
+    n_members, n_rows = current.shape
+    return pd.DataFrame({
+        "window": window,
+        "schedule": np.repeat([label for label, _ in labels], n_rows),
+        "seed": np.repeat([seed for _, seed in labels], n_rows).astype(np.int64),
+        "prev_prediction": previous.reshape(-1),
+        "prediction": current.reshape(-1),
+    })
+
+
+def _lr_curves(config: Config, done: list[WindowResult]) -> dict[str, np.ndarray]:
+    """Each schedule's LR per step for its first seed: window 0, or all windows when chained."""
+    labels = config.schedule_labels()
+    seeds = config.training.seeds
+    windows = done if config.training.boundary == "warm_continue" else done[:1]
+    return {label: np.concatenate([w.lr[i * seeds] for w in windows]) for i, label in enumerate(labels)}
+
+
+def _concat_or_empty(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["window", "schedule", "seed", "prev_prediction", "prediction"])
+
+
+def _members(config: Config) -> int:
+    return len(config.schedules) * config.training.seeds
+
+
+def _progress_bar(config: Config, n_windows: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_windows, unit="window", desc=f"{config.experiment}", disable=not enabled,
+                dynamic_ncols=True, mininterval=0.5)
