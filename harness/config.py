@@ -56,7 +56,7 @@ class StrategyConfig(_Section):
     """Built-in strategy name, or ``"package.module:ClassName"``, and its parameters."""
 
     name: str = "volatility_forecast"
-    params: dict[str, Any] = Field(default_factory=lambda: {"lookback": 22, "horizon": 5})
+    params: dict[str, Any] = Field(default_factory=dict)  # the strategy's declared defaults apply
 
 
 class ModelConfig(_Section):

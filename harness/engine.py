@@ -267,6 +267,7 @@ class BacktestResult:
     n_windows: int
     seconds: float
     strategy: Any = field(repr=False, default=None)
+    table: Any = field(repr=False, default=None)
     windows: list[WindowResult] = field(repr=False, default_factory=list)
 
 
@@ -297,6 +298,7 @@ def run_backtest(config: Config, *, prices: pd.DataFrame | None = None, progress
         n_windows=len(done),
         seconds=time.perf_counter() - started,
         strategy=strategy,
+        table=the_plan.table,
         windows=done,
     )
 
@@ -405,3 +407,100 @@ def _progress_bar(config: Config, n_windows: int, enabled: bool):
 
     return tqdm(total=n_windows, unit="window", desc=f"{config.experiment}", disable=not enabled,
                 dynamic_ncols=True, mininterval=0.5)
+
+
+@dataclass
+class Scores:
+    """Metrics derived from a backtest's frames (harness.metrics defines every key)."""
+
+    metrics: pd.DataFrame          # window, schedule, seed, metric, value
+    seed_mean_metrics: pd.DataFrame  # window, schedule, metric, value (seed-mean predictions)
+    aggregates: pd.DataFrame       # schedule, metric, value
+    summary: pd.DataFrame          # ranking table, best first
+
+
+def score(result: BacktestResult) -> Scores:
+    """Per-window, seed-mean and aggregate metrics and the ranking table of a backtest."""
+    from harness import metrics as M
+
+    strategy, table, metric = result.strategy, result.table, result.config.selection.metric
+    per_member = M.window_metrics(result.predictions, strategy, table=table, training=result.training)
+    means = M.seed_mean(result.predictions, result.training).assign(seed=-1)
+    per_window = M.window_metrics(means, strategy, table=table).drop(columns="seed")
+    aggregates = M.aggregate_metrics(result.predictions, per_member, result.training, strategy, metric=metric,
+                                     churn_preds=result.churn, table=table)
+    return Scores(per_member, per_window, aggregates, M.ranking_table(aggregates, metric=metric, strategy=strategy))
+
+
+@dataclass
+class Outcome:
+    """What ``harness run`` did: the backtest, its scores, and where MLflow has them."""
+
+    result: BacktestResult
+    scores: Scores
+    store: Any
+    log: Any
+
+    def render(self) -> str:
+        config = self.result.config
+        with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.5g}".format):
+            table = self.scores.summary.to_string(index=False)
+        ui = (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {self.store.tracking_uri}")
+        return "\n".join([
+            f"{config.experiment}: {self.result.n_windows} windows x {len(config.schedules)} schedules x "
+            f"{config.training.seeds} seeds in {self.result.seconds:.1f} s (MLflow logging {self.log.seconds:.1f} s)",
+            "",
+            f"ranking by pooled {config.selection.metric} (seed-mean predictions over all out-of-sample windows):",
+            table,
+            "",
+            f"logged to experiment '{config.experiment}', parent run {self.log.parent_run_id}",
+            f"compare schedules: {ui}",
+        ])
+
+
+def tracking_uri(config: Config) -> str | None:
+    """The config's tracking.uri when the user set it, else None (then $MLFLOW_TRACKING_URI, else ./mlruns)."""
+    return config.tracking.uri if "uri" in config.tracking.model_fields_set else None
+
+
+def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame | None = None) -> Outcome:
+    """``harness run``: the backtest, its scores, and one MLflow parent run with a child per schedule."""
+    from harness import tracking
+    from harness.schedules import get_schedule
+
+    store = tracking.resolve_store(tracking_uri(config))
+    tracking.ensure_experiment(store, config.experiment)  # before any work: a bad store fails fast
+    result = run_backtest(config, prices=prices, progress=progress)
+    scores = score(result)
+    specs = {get_schedule(spec).label: {"name": get_schedule(spec).name, **get_schedule(spec).params}
+             for spec in config.schedules}
+    log_result = tracking.log_backtest(
+        store, config.experiment, run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}",
+        config=config.model_dump(mode="json"), tags=run_tags(config, result.data_hash),
+        schedule_params=specs, metrics=scores.metrics, seed_mean_metrics=scores.seed_mean_metrics,
+        aggregates=scores.aggregates, predictions=result.predictions, training=result.training,
+        lr_curves=result.lr_curves, summary=scores.summary,
+    )
+    return Outcome(result, scores, store, log_result)
+
+
+def run_tags(config: Config, data_hash: str) -> dict[str, str]:
+    """Tags that name what a run is (resume matches on config_hash)."""
+    from harness import __version__
+
+    return {
+        "strategy": config.strategy.name, "data_hash": data_hash, "config_hash": config.fingerprint(),
+        "harness_version": __version__, "git_commit": _git_commit(), "boundary": config.training.boundary,
+    }
+
+
+def _git_commit() -> str:
+    import subprocess
+    from pathlib import Path
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
