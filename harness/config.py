@@ -39,7 +39,7 @@ class DataConfig(_Section):
     source: Literal["csv", "parquet", "yfinance", "synthetic"] = "csv"
     path: str = "data/sp500.csv"
     tickers: list[str] = Field(default_factory=lambda: ["^GSPC"])
-    start: str | None = "2000-01-01"
+    start: str | None = None
     end: str | None = None
     interval: str = "1d"
     cache_dir: str = "data/cache"

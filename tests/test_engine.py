@@ -1,0 +1,144 @@
+"""The walk-forward loop end to end: frames, no look-ahead, determinism, boundary policies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.config import parse_config
+from harness.data import load_prices
+from harness.engine import continued_lr_tables, plan, run_backtest, score, split_validation, steps_per_window
+from harness.errors import HarnessError
+from harness.schedules import get_schedule, lr_table
+from tests.conftest import ROOT, small_config
+
+
+@pytest.fixture(scope="module")
+def prices():
+    return load_prices("csv", path=ROOT / "data" / "sp500.csv", start="2010-01-01", end="2011-12-31")
+
+
+def _config(tmp_path, **sections):
+    return parse_config(small_config(tmp_path, **sections))
+
+
+def test_frames_have_one_row_per_test_row_per_member(tmp_path, prices):
+    config = _config(tmp_path)
+    the_plan = plan(config, prices)
+    result = run_backtest(config, prices=prices, progress=False)
+    members = len(config.schedules) * config.training.seeds
+    n_test = sum(len(w.test_rows) for w in the_plan.windows)
+    assert result.n_windows == len(the_plan.windows) >= 4
+    assert len(result.predictions) == n_test * members
+    assert list(result.predictions.columns) == ["date", "window", "schedule", "seed", "prediction", "target", "baseline"]
+    assert np.isfinite(result.predictions["prediction"]).all()
+    assert len(result.training) == result.n_windows * members
+    assert len(result.churn) == (n_test - len(the_plan.windows[0].test_rows)) * members
+    # each window's targets are the strategy table's targets on that window's test rows
+    for window in the_plan.windows:
+        rows = result.predictions[(result.predictions.window == window.index) & (result.predictions.seed == 0)
+                                  & (result.predictions.schedule == "constant")]
+        np.testing.assert_array_equal(rows["target"].to_numpy(), the_plan.table.y.to_numpy()[window.test_rows])
+
+
+def test_scores_cover_every_schedule(tmp_path, prices):
+    config = _config(tmp_path)
+    scores = score(run_backtest(config, prices=prices, progress=False))
+    assert set(scores.summary["schedule"]) == set(config.schedule_labels())
+    keys = set(scores.aggregates["metric"])
+    for key in ("pooled_rmse", "window_std_rmse", "seed_std_rmse", "churn", "end_oscillation", "pooled_qlike"):
+        assert key in keys
+    assert set(scores.seed_mean_metrics.columns) == {"window", "schedule", "metric", "value"}
+
+
+def test_same_config_same_numbers(tmp_path, prices):
+    config = _config(tmp_path)
+    first = run_backtest(config, prices=prices, progress=False).predictions
+    second = run_backtest(config, prices=prices, progress=False).predictions
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_no_look_ahead_garbage_after_the_test_slice_changes_nothing(tmp_path, prices):
+    """The security property: window k's predictions are bitwise the same when every price
+    after its test slice is replaced by garbage."""
+    config = _config(tmp_path)
+    clean = run_backtest(config, prices=prices, progress=False)
+    the_plan = plan(config, prices)
+    k = 1
+    last_test_date = pd.DatetimeIndex(the_plan.table.dates)[the_plan.windows[k].test_rows[-1]]
+    rng = np.random.default_rng(7)
+    garbage = prices.copy()
+    after = garbage.index > last_test_date
+    assert after.sum() > 50
+    for column in ("open", "high", "low", "close", "adj_close"):
+        garbage.loc[after, column] = rng.uniform(1.0, 1e6, after.sum())
+    dirty = run_backtest(config, prices=garbage, progress=False)
+    for window in range(k + 1):
+        a = clean.predictions[clean.predictions.window == window]
+        b = dirty.predictions[dirty.predictions.window == window]
+        np.testing.assert_array_equal(a["prediction"].to_numpy(), b["prediction"].to_numpy())
+        np.testing.assert_array_equal(a["baseline"].to_numpy(), b["baseline"].to_numpy())
+    last = clean.n_windows - 1  # sanity: the garbage does reach windows that may see it
+    later = clean.predictions[clean.predictions.window == last]["prediction"].to_numpy()
+    assert not np.array_equal(later, dirty.predictions[dirty.predictions.window == last]["prediction"].to_numpy())
+
+
+def test_a_planted_outlier_in_the_test_slice_changes_nothing_fitted(tmp_path, prices):
+    """Scalers, baseline and networks of window k are fitted on its train rows only."""
+    config = _config(tmp_path)
+    the_plan = plan(config, prices)
+    k = 1
+    window = the_plan.windows[k]
+    outlier_date = pd.DatetimeIndex(the_plan.table.dates)[window.test_rows[10]]
+    planted = prices.copy()
+    planted.loc[outlier_date, ["open", "high", "low", "close", "adj_close"]] *= 50.0
+    clean = run_backtest(config, prices=prices, progress=False).windows[k]
+    dirty = run_backtest(config, prices=planted, progress=False).windows[k]
+    for name in ("mean", "std"):
+        np.testing.assert_array_equal(getattr(clean.fitted.x_scaler, name), getattr(dirty.fitted.x_scaler, name))
+        np.testing.assert_array_equal(getattr(clean.fitted.y_scaler, name), getattr(dirty.fitted.y_scaler, name))
+    for key, value in clean.fitted.result.state.items():
+        assert np.array_equal(value.numpy(), dirty.fitted.result.state[key].numpy()), key
+    before = clean.predictions["date"] < outlier_date  # later rows' features do see the outlier
+    np.testing.assert_array_equal(clean.predictions.loc[before, "baseline"], dirty.predictions.loc[before, "baseline"])
+    np.testing.assert_array_equal(clean.predictions.loc[before, "prediction"], dirty.predictions.loc[before, "prediction"])
+    assert not np.array_equal(clean.predictions["prediction"], dirty.predictions["prediction"])
+    fit, val = split_validation(window.train_rows, config.training.validation)
+    assert fit.max() < val.min() and val.max() < window.test_rows.min() - config.windows.purge
+
+
+def test_purge_shorter_than_the_horizon_is_an_error_or_a_warning(tmp_path, prices, caplog):
+    with pytest.raises(HarnessError, match="windows.purge: 2 is shorter than the label horizon 5"):
+        plan(_config(tmp_path, windows={"train": 252, "test": 42, "purge": 2}), prices)
+    plan(_config(tmp_path, windows={"train": 252, "test": 42, "purge": 2, "short_purge": "warn"}), prices)
+    assert "shorter than the label horizon" in caplog.text
+
+
+def test_warm_continue_spans_one_schedule_across_windows(tmp_path, prices):
+    config = _config(tmp_path, training={"boundary": "warm_continue", "epochs": 3, "batch_size": 64, "seeds": 1},
+                     schedules=[{"name": "cosine", "min_lr_ratio": 0.01}])
+    result = run_backtest(config, prices=prices, progress=False)
+    sizes = steps_per_window(config, plan(config, prices).windows)
+    expected = lr_table({"name": "cosine", "min_lr_ratio": 0.01}, sum(sizes), config.training.lr)
+    np.testing.assert_allclose(result.lr_curves["cosine(min_lr_ratio=0.01)"], expected, rtol=1e-6)
+    assert continued_lr_tables(config, 1, sizes).shape == (1, sizes[1])
+
+
+def test_warm_restart_restarts_the_schedule_and_keeps_the_weights(tmp_path, prices):
+    base = {"epochs": 3, "batch_size": 64, "seeds": 1}
+    fresh = run_backtest(_config(tmp_path, training=base, schedules=["cosine"]), prices=prices, progress=False)
+    warm = run_backtest(_config(tmp_path, training={**base, "boundary": "warm_restart"}, schedules=["cosine"]),
+                        prices=prices, progress=False)
+    for w in warm.windows:
+        np.testing.assert_allclose(w.lr[0], lr_table("cosine", w.lr.shape[1], 1e-3), rtol=1e-6)
+    a, b = fresh.predictions, warm.predictions
+    np.testing.assert_array_equal(a[a.window == 0]["prediction"], b[b.window == 0]["prediction"])
+    assert not np.array_equal(a[a.window == 1]["prediction"], b[b.window == 1]["prediction"])
+
+
+def test_plateau_and_schedule_free_members_run_in_the_backtest(tmp_path, prices):
+    config = _config(tmp_path, schedules=["plateau", "schedule_free"])
+    result = run_backtest(config, prices=prices, progress=False)
+    assert set(result.predictions["schedule"]) == {get_schedule("plateau").label, "schedule_free"}
+    assert np.isfinite(result.predictions["prediction"]).all()
