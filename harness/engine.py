@@ -1,8 +1,8 @@
 """The walk-forward loop: config → prices → table → windows → batched training → tidy results.
 
-Per window, everything fitted (feature and target scalers, the baseline, the networks and their
-early-stopping choices) sees only that window's train rows; the test slice is used once, to
-predict. See ``docs/ARCHITECTURE.md`` for the frames this module produces.
+``harness.window_run`` does one window's work (fitted on its train rows only); this module plans
+the windows, groups them into chunks, runs the chunks and assembles the tidy frames
+(``docs/ARCHITECTURE.md``), then scores and logs them.
 """
 
 from __future__ import annotations
@@ -17,18 +17,10 @@ import pandas as pd
 
 from harness.config import Config
 from harness.errors import HarnessError
+from harness.window_run import Chunk, Window, WindowResult, churn_frame, run_chunk, steps_per_window
 from harness.windows import WalkForward
 
 log = logging.getLogger("harness.engine")
-
-
-@dataclass
-class Window:
-    """One walk-forward window as row positions of the strategy table."""
-
-    index: int
-    train_rows: np.ndarray
-    test_rows: np.ndarray
 
 
 @dataclass
@@ -142,116 +134,13 @@ def cut_windows(config: Config, row_dates: pd.DatetimeIndex) -> list[Window]:
     ]
 
 
-@dataclass
-class Scaler:
-    """Standardisation fitted on one window's train rows only."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, values: np.ndarray) -> "Scaler":
-        values = np.asarray(values, dtype=np.float64)
-        std = values.std(axis=0)
-        return cls(values.mean(axis=0), np.where(std > 0, std, 1.0))
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        return ((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
-
-    def inverse(self, values: np.ndarray) -> np.ndarray:
-        return np.asarray(values, dtype=np.float64) * self.std + self.mean
-
-
-@dataclass
-class Fitted:
-    """A window's trained members with the scalers they were trained under."""
-
-    result: Any
-    x_scaler: Scaler
-    y_scaler: Scaler
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions in target units, shape [members, n]."""
-        return self.y_scaler.inverse(self.result.predict(self.x_scaler.transform(X)))
-
-
-@dataclass
-class WindowResult:
-    """Everything one window produced, as tidy frames."""
-
-    index: int
-    predictions: pd.DataFrame
-    training: pd.DataFrame
-    churn: pd.DataFrame | None
-    lr: np.ndarray
-    fitted: Fitted = field(repr=False)
-    seconds: float = 0.0
-
-
-def take(table: Any, rows: np.ndarray) -> Any:
-    """The table restricted to ``rows`` (positions)."""
-    return type(table)(
-        X=table.X.iloc[rows], y=table.y.iloc[rows],
-        dates=pd.DatetimeIndex(table.dates)[rows], horizon=table.horizon,
-    )
-
-
-def split_validation(rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The train window's rows as (fit, validation): validation is the tail ``fraction``."""
-    n_val = int(round(len(rows) * fraction))
-    if n_val == 0:
-        return rows, rows[:0]
-    if n_val >= len(rows):
-        raise HarnessError(
-            f"training.validation: {fraction} leaves no rows to fit in a {len(rows)}-row train window; lower it"
-        )
-    return rows[:-n_val], rows[-n_val:]
-
-
-def end_oscillation(step_loss: np.ndarray, tail: float = 0.1) -> np.ndarray:
-    """std/mean of each member's last ``tail`` share of step losses (NaN for diverged members)."""
-    n_tail = max(2, int(np.ceil(step_loss.shape[1] * tail)))
-    last = step_loss[:, -n_tail:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return last.std(axis=1) / last.mean(axis=1)
-
-
-def predictions_frame(window: int, labels: list, dates: pd.DatetimeIndex, target: np.ndarray,
-                      baseline: np.ndarray, preds: np.ndarray) -> pd.DataFrame:
-    """One row per test row per member: date, window, schedule, seed, prediction, target, baseline."""
-    n_members, n_rows = preds.shape
-    return pd.DataFrame({
-        "date": np.tile(dates.values, n_members),
-        "window": window,
-        "schedule": np.repeat([label for label, _ in labels], n_rows),
-        "seed": np.repeat([seed for _, seed in labels], n_rows).astype(np.int64),
-        "prediction": preds.reshape(-1),
-        "target": np.tile(target, n_members),
-        "baseline": np.tile(baseline, n_members),
-    })
-
-
-def training_frame(window: int, result: Any) -> pd.DataFrame:
-    """Per-member training diagnostics of one window."""
-    epochs = np.arange(result.val_loss.shape[1])
-    best = np.asarray(result.best_epoch)
-    val = result.val_loss[np.arange(len(best)), np.clip(best, 0, len(epochs) - 1)] if len(epochs) else np.nan
-    return pd.DataFrame({
-        "window": window,
-        "schedule": [label for label, _ in result.labels],
-        "seed": [seed for _, seed in result.labels],
-        "diverged": np.asarray(result.diverged, dtype=bool),
-        "end_oscillation": end_oscillation(result.step_loss),
-        "train_loss": _last_finite(result.step_loss),
-        "val_loss": val,
-        "best_epoch": best,
-    })
-
-
-def _last_finite(step_loss: np.ndarray, tail: float = 0.1) -> np.ndarray:
-    n_tail = max(1, int(np.ceil(step_loss.shape[1] * tail)))
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(step_loss[:, -n_tail:], axis=1) if step_loss.size else np.full(len(step_loss), np.nan)
+def chunk_windows(config: Config, windows: list[Window]) -> list[Chunk]:
+    """Jobs of windows: with ``fresh`` every window is independent (one chunk each here);
+    chained boundary policies need the previous window's weights, so they form one sequence."""
+    following = {a.index: b.test_rows for a, b in zip(windows, windows[1:])}
+    if config.training.boundary != "fresh":
+        return [Chunk(list(windows), following)]
+    return [Chunk([w], {w.index: following[w.index]} if w.index in following else {}) for w in windows]
 
 
 @dataclass
@@ -271,7 +160,8 @@ class BacktestResult:
     windows: list[WindowResult] = field(repr=False, default_factory=list)
 
 
-def run_backtest(config: Config, *, prices: pd.DataFrame | None = None, progress: bool = True) -> BacktestResult:
+def run_backtest(config: Config, *, prices: pd.DataFrame | None = None, progress: bool = True,
+                 keep_fitted: bool = False) -> BacktestResult:
     """Retrain every member in every window, predict each test slice, and collect the frames."""
     from strategies import get_strategy
 
@@ -281,108 +171,37 @@ def run_backtest(config: Config, *, prices: pd.DataFrame | None = None, progress
     sizes = steps_per_window(config, the_plan.windows)
     done: list[WindowResult] = []
     with _progress_bar(config, len(the_plan.windows), progress) as bar:
-        previous: Fitted | None = None
-        for window in the_plan.windows:
-            outcome = run_window(config, strategy, the_plan.table, window, previous, sizes)
-            done.append(outcome)
-            previous = outcome.fitted
-            bar.update(1)
-            bar.set_postfix(members=f"{(window.index + 1) * _members(config)}")
+        for chunk in chunk_windows(config, the_plan.windows):
+            for outcome in run_chunk(config, strategy, the_plan.table, chunk, sizes, keep_fitted=keep_fitted):
+                done.append(outcome)
+                bar.update(1)
+                bar.set_postfix(members=len(done) * _members(config))
+    return assemble(config, the_plan, strategy, done, time.perf_counter() - started)
+
+
+def assemble(config: Config, the_plan: Plan, strategy: Any, done: list[WindowResult], seconds: float) -> BacktestResult:
+    """The tidy frames of a backtest from its windows' results (in any order)."""
+    done = sorted(done, key=lambda w: w.index)
+    churn = [churn_frame(b.index, b.labels, a.next_predictions, _member_predictions(b))
+             for a, b in zip(done, done[1:]) if a.next_predictions is not None and b.index == a.index + 1]
     return BacktestResult(
         config=config,
         data_hash=the_plan.data_hash,
         predictions=pd.concat([w.predictions for w in done], ignore_index=True),
         training=pd.concat([w.training for w in done], ignore_index=True),
-        churn=_concat_or_empty([w.churn for w in done if w.churn is not None]),
+        churn=_concat_or_empty(churn),
         lr_curves=_lr_curves(config, done),
         n_windows=len(done),
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         strategy=strategy,
         table=the_plan.table,
         windows=done,
     )
 
 
-def run_window(config: Config, strategy: Any, table: Any, window: Window, previous: Fitted | None,
-               sizes: list[int]) -> WindowResult:
-    """Train all members on one window's train rows and predict its test rows."""
-    from harness.trainer import train
-
-    started = time.perf_counter()
-    training = config.training
-    fit_rows, val_rows = split_validation(window.train_rows, training.validation)
-    X = table.X.to_numpy(dtype=np.float64)
-    y = strategy.target_transform(table.y.to_numpy(dtype=np.float64))
-    x_scaler = Scaler.fit(X[window.train_rows])
-    y_scaler = Scaler.fit(y[window.train_rows])
-    warm = training.boundary != "fresh" and previous is not None
-    result = train(
-        x_scaler.transform(X[fit_rows]), y_scaler.transform(y[fit_rows]),
-        x_scaler.transform(X[val_rows]) if len(val_rows) else None,
-        y_scaler.transform(y[val_rows]) if len(val_rows) else None,
-        model=config.model.model_dump(), schedules=config.schedules, seeds=training.seeds,
-        epochs=training.epochs, batch_size=training.batch_size, lr=training.lr,
-        optimizer=training.optimizer, weight_decay=training.weight_decay, momentum=training.momentum,
-        grad_clip=training.grad_clip, patience=training.patience, seed=training.seed,
-        init_state=previous.result if warm else None,
-        lr_tables=continued_lr_tables(config, window.index, sizes) if training.boundary == "warm_continue" else None,
-    )
-    fitted = Fitted(result, x_scaler, y_scaler)
-    test = take(table, window.test_rows)
-    preds = _in_target_units(strategy, fitted, X[window.test_rows])
-    baseline = np.asarray(strategy.baseline(take(table, window.train_rows), test), dtype=np.float64)
-    churn = None
-    if previous is not None:
-        churn = _churn_frame(window.index, result.labels, _in_target_units(strategy, previous, X[window.test_rows]), preds)
-    return WindowResult(
-        index=window.index,
-        predictions=predictions_frame(window.index, result.labels, test.dates, test.y.to_numpy(), baseline, preds),
-        training=training_frame(window.index, result),
-        churn=churn,
-        lr=result.lr,
-        fitted=fitted,
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _in_target_units(strategy: Any, fitted: Fitted, X: np.ndarray) -> np.ndarray:
-    return strategy.target_inverse(fitted.predict(X))
-
-
-def steps_per_window(config: Config, windows: list[Window]) -> list[int]:
-    """Optimizer steps each window's members take (epochs x batches of the fit rows)."""
-    training = config.training
-    return [
-        training.epochs * int(np.ceil(len(split_validation(w.train_rows, training.validation)[0]) / training.batch_size))
-        for w in windows
-    ]
-
-
-def continued_lr_tables(config: Config, k: int, sizes: list[int]) -> np.ndarray:
-    """``warm_continue``: window k's slice of one schedule spanning all windows, ``[members, T_k]``.
-
-    Adaptive kinds (plateau, schedule_free) span the windows with their nominal curve (the
-    warmup ramp once, in window 0; then the base LR).
-    """
-    from harness.schedules import get_schedule
-
-    start, total = sum(sizes[:k]), sum(sizes)
-    rows = []
-    for spec in config.schedules:
-        curve = get_schedule(spec).nominal_table(total, config.training.lr)[start:start + sizes[k]]
-        rows.extend([curve] * config.training.seeds)
-    return np.stack(rows)
-
-
-def _churn_frame(window: int, labels: list, previous: np.ndarray, current: np.ndarray) -> pd.DataFrame:
-    n_members, n_rows = current.shape
-    return pd.DataFrame({
-        "window": window,
-        "schedule": np.repeat([label for label, _ in labels], n_rows),
-        "seed": np.repeat([seed for _, seed in labels], n_rows).astype(np.int64),
-        "prev_prediction": previous.reshape(-1),
-        "prediction": current.reshape(-1),
-    })
+def _member_predictions(result: WindowResult) -> np.ndarray:
+    """A window's predictions as ``[members, n_test]`` (members in label order)."""
+    return result.predictions["prediction"].to_numpy().reshape(len(result.labels), -1)
 
 
 def _lr_curves(config: Config, done: list[WindowResult]) -> dict[str, np.ndarray]:

@@ -8,7 +8,8 @@ import pytest
 
 from harness.config import parse_config
 from harness.data import load_prices
-from harness.engine import continued_lr_tables, plan, run_backtest, score, split_validation, steps_per_window
+from harness.engine import plan, run_backtest, score
+from harness.window_run import continued_lr_tables, split_validation, steps_per_window
 from harness.errors import HarnessError
 from harness.schedules import get_schedule, lr_table
 from tests.conftest import ROOT, small_config
@@ -93,8 +94,8 @@ def test_a_planted_outlier_in_the_test_slice_changes_nothing_fitted(tmp_path, pr
     outlier_date = pd.DatetimeIndex(the_plan.table.dates)[window.test_rows[10]]
     planted = prices.copy()
     planted.loc[outlier_date, ["open", "high", "low", "close", "adj_close"]] *= 50.0
-    clean = run_backtest(config, prices=prices, progress=False).windows[k]
-    dirty = run_backtest(config, prices=planted, progress=False).windows[k]
+    clean = run_backtest(config, prices=prices, progress=False, keep_fitted=True).windows[k]
+    dirty = run_backtest(config, prices=planted, progress=False, keep_fitted=True).windows[k]
     for name in ("mean", "std"):
         np.testing.assert_array_equal(getattr(clean.fitted.x_scaler, name), getattr(dirty.fitted.x_scaler, name))
         np.testing.assert_array_equal(getattr(clean.fitted.y_scaler, name), getattr(dirty.fitted.y_scaler, name))
