@@ -1,0 +1,195 @@
+"""Batched AdamW and SGD over stacked parameters, with one learning rate per member.
+
+torch's optimizers take one LR per param group, and the members of a stack differ by LR at every
+step, so these are the harness's own. Each reproduces torch's single-tensor update formula for
+every member (row of the leading axis), with that member's LR:
+
+- :class:`BatchedAdamW` = ``torch.optim.AdamW`` (amsgrad off): decoupled decay
+  ``p *= 1 - lr*wd``, moments ``m.lerp_(g, 1-b1)``, ``v = b2*v + (1-b2)*g*g``, bias corrections
+  per member step count, ``p += -(lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``;
+- :class:`BatchedSGD` = ``torch.optim.SGD`` (dampening 0, nesterov off): ``g += wd*p``,
+  ``buf = momentum*buf + g`` (``buf = g`` on the first step), ``p -= lr*buf``.
+
+A member whose ``active`` flag is False gets no update at all: parameters, moments and step count
+stay bitwise as they were, even when its gradient is NaN or inf (updates are selected with
+``torch.where``, never multiplied by a 0/1 mask, since NaN × 0 is NaN).
+
+Per-member scalars (``1 - lr*wd``, ``lr/bc1``, ``sqrt(bc2)``) are computed in float64 and rounded
+to the parameter dtype, as torch does with its Python-float scalars.
+
+:class:`ScheduleFreeMembers` runs the ``schedulefree`` package's ``AdamWScheduleFree`` for the
+members that use it, as one param group over their rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+from harness.errors import unknown_name
+
+
+class BatchedOptimizer(Protocol):
+    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None: ...
+
+
+def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-member values ``[M]`` shaped ``[M, 1, ...]`` to broadcast against ``like``."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _commit(active: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Apply ``(current, updated)`` pairs to the active members; returns the tensors to keep.
+
+    The first tensor of the first pair (the parameters) is always written in place: it is viewed
+    by the model. On the CPU, when every member is active, the others are simply replaced by
+    their updates (checking costs nothing there; on an accelerator it would cost a sync).
+    """
+    if active.device.type == "cpu" and bool(active.all()):
+        pairs[0][0].copy_(pairs[0][1])
+        return [pairs[0][0]] + [updated for _, updated in pairs[1:]]
+    keep = _column(active, pairs[0][0])
+    for current, updated in pairs:
+        current.copy_(torch.where(keep, updated, current))
+    return [current for current, _ in pairs]
+
+
+def _scalars(lr: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(lr, dtype=torch.float64, device=params.device)
+
+
+class BatchedAdamW:
+    """``torch.optim.AdamW`` for every row of ``params`` ``[M, ...]``, each with its own LR.
+
+    Parameters
+    ----------
+    params : stacked parameters, updated in place by :meth:`step`.
+    betas, eps, weight_decay : as in ``torch.optim.AdamW`` (shared by all members).
+    """
+
+    def __init__(self, params: torch.Tensor, *, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        self.params = params
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.exp_avg = torch.zeros_like(params)
+        self.exp_avg_sq = torch.zeros_like(params)
+        self.steps = torch.zeros(params.shape[0], dtype=torch.float64, device=params.device)
+
+    @torch.no_grad()
+    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
+        """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
+        p, dtype = self.params, self.params.dtype
+        lr = _scalars(lr, p)
+        steps = torch.where(active, self.steps + 1, self.steps)
+        counted = steps.clamp(min=1)  # inactive members that never stepped: any finite value
+        decay = _column((1 - lr * self.weight_decay).to(dtype), p)
+        neg_step_size = _column((-(lr / (1 - self.beta1**counted))).to(dtype), p)
+        bc2_sqrt = _column(((1 - self.beta2**counted) ** 0.5).to(dtype), p)
+
+        exp_avg = self.exp_avg.lerp(grads, 1 - self.beta1)
+        exp_avg_sq = (self.exp_avg_sq * self.beta2).addcmul_(grads, grads, value=1 - self.beta2)
+        denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(self.eps)
+        updated = (p * decay).add_(exp_avg * neg_step_size / denom)
+
+        self.exp_avg, self.exp_avg_sq = _commit(active, [(p, updated), (self.exp_avg, exp_avg),
+                                                         (self.exp_avg_sq, exp_avg_sq)])[1:]
+        self.steps = steps
+
+
+class BatchedSGD:
+    """``torch.optim.SGD`` (dampening 0, nesterov off) for every row of ``params``, each with its own LR.
+
+    torch computes ``p + (-lr) * buf`` as one fused multiply-add (its LR is a scalar); with a
+    per-member LR it takes two roundings here, so rows agree with torch to an ulp per step.
+    """
+
+    def __init__(self, params: torch.Tensor, *, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.params = params
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        # torch starts the buffer as a copy of the first gradient; 0 * momentum + g is that, exactly.
+        self.buffer = torch.zeros_like(params) if momentum else None
+
+    @torch.no_grad()
+    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
+        """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
+        p = self.params
+        neg_lr = _column((-_scalars(lr, p)).to(p.dtype), p)
+        direction = grads.add(p, alpha=self.weight_decay) if self.weight_decay else grads
+        if self.buffer is not None:
+            direction = (self.buffer * self.momentum).add_(direction)
+            self.buffer = _commit(active, [(self.buffer, direction)])[0]
+        _commit(active, [(p, p + direction * neg_lr)])
+
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def make_optimizer(name: str, params: torch.Tensor, *, weight_decay: float = 0.0,
+                   momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
+                   eps: float = 1e-8) -> BatchedOptimizer:
+    """The batched optimizer called ``name`` (``adamw`` or ``sgd``) over ``params``."""
+    if name == "adamw":
+        return BatchedAdamW(params, betas=betas, eps=eps, weight_decay=weight_decay)
+    if name == "sgd":
+        return BatchedSGD(params, momentum=momentum, weight_decay=weight_decay)
+    raise unknown_name("optimizer", name, OPTIMIZERS)
+
+
+class ScheduleFreeMembers:
+    """``schedulefree.AdamWScheduleFree`` for some rows of a stacked parameter buffer.
+
+    Their rows are copied into one parameter of one param group. The optimizer's group scalars
+    (step ``k``, ``lr_max``, ``weight_sum``, hence the averaging weight) depend only on the LR
+    sequence, which these members share, and the rest of its update is elementwise, so each row
+    evolves exactly as it would alone. The buffer holds the optimizer's ``y`` (train mode) or
+    ``x`` (eval mode) for these rows; call :meth:`eval` before evaluating and :meth:`train` after.
+    """
+
+    def __init__(self, flat: torch.Tensor, members: Sequence[int], *, lr: float, warmup_steps: int,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        from schedulefree import AdamWScheduleFree
+
+        self.flat = flat
+        self.index = torch.as_tensor(list(members), dtype=torch.long, device=flat.device)
+        self.param = flat.index_select(0, self.index)
+        self.optimizer = AdamWScheduleFree(
+            [self.param], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        )
+        # The state step() would create lazily; creating it now lets frozen rows be restored from step one.
+        self.state = self.optimizer.state[self.param]
+        self.state.update(z=self.param.clone(), exp_avg_sq=torch.zeros_like(self.param))
+        self.optimizer.train()
+
+    @torch.no_grad()
+    def step(self, grads: torch.Tensor, active: torch.Tensor) -> float:
+        """Update the active schedule-free members (``active`` ``[M]`` over the whole stack).
+
+        Returns the LR the optimizer used (its warmed-up ``scheduled_lr``).
+        """
+        tensors = (self.param, self.state["z"], self.state["exp_avg_sq"])
+        before = [tensor.clone() for tensor in tensors]
+        self.param.grad = grads.index_select(0, self.index)
+        self.optimizer.step()
+        keep = _column(active.index_select(0, self.index), self.param)
+        for tensor, old in zip(tensors, before):
+            tensor.copy_(torch.where(keep, tensor, old))
+        self.flat.index_copy_(0, self.index, self.param)
+        return float(self.optimizer.param_groups[0]["scheduled_lr"])
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Put the averaged weights ``x`` into the buffer (for validation and prediction)."""
+        self.optimizer.eval()
+        self.flat.index_copy_(0, self.index, self.param)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Put the gradient-evaluation weights ``y`` back into the buffer."""
+        self.optimizer.train()
+        self.flat.index_copy_(0, self.index, self.param)
