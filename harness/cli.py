@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ config file (YAML; every field has a default, so an empty file is valid). Sectio
 
 
 def main(argv: list[str] | None = None) -> int:
+    _quiet_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -49,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_logging() -> None:
+    """Warnings (data repairs, short purge) as one ``harness: warning:`` line each; MLflow's INFO chatter off."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.basicConfig(level=logging.WARNING, format="harness: %(levelname)s: %(message)s")
 
 
 def build_parser() -> argparse.ArgumentParser:

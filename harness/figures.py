@@ -1,0 +1,232 @@
+"""Result figures as PNG files.
+
+Figures are drawn on bare :class:`matplotlib.figure.Figure` objects, which render with the Agg
+canvas: no pyplot, no global backend switch, nothing left open between calls. Every ``plot_*``
+function writes one PNG at ``path`` (parent folders are created) and returns the path.
+
+Inputs are the engine's tidy frames (``docs/ARCHITECTURE.md``); schedules keep one colour in every
+figure of a backtest when the same ``schedules`` order is passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from harness.errors import HarnessError, unknown_name
+
+DPI = 100
+SINGLE = (8.0, 4.5)  # inches: 800 x 450 px at DPI
+DOUBLE = (8.0, 7.5)  # two stacked panels
+_PALETTE = matplotlib.colormaps["tab10"].colors
+
+
+def plot_window_metrics(
+    seed_mean_metrics: pd.DataFrame,
+    metric: str,
+    path: str | Path,
+    schedules: Sequence[str] | None = None,
+    per_seed: pd.DataFrame | None = None,
+) -> Path:
+    """One metric per window, one line per schedule.
+
+    Parameters
+    ----------
+    seed_mean_metrics : columns ``window, schedule, metric, value`` (metrics of the seed-mean
+        predictions); the line.
+    metric : the metric to draw; an unknown name raises a HarnessError naming the valid ones.
+    schedules : which schedules, in colour order; default all, in order of appearance.
+    per_seed : optional per-seed frame (``window, schedule, seed, metric, value``); when given,
+        the min-max band over seeds is shaded around each line.
+    """
+    fig = Figure(figsize=SINGLE)
+    ax = fig.subplots()
+    _draw_window_metrics(ax, seed_mean_metrics, metric, schedules, per_seed)
+    return _save(fig, path)
+
+
+def plot_lr_curve(lr: np.ndarray, path: str | Path, title: str) -> Path:
+    """The learning rate a member uses at each optimizer step."""
+    fig = Figure(figsize=SINGLE)
+    ax = fig.subplots()
+    _draw_lr_curves(ax, {title: lr}, legend=False)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_lr_curves(curves: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Several schedules' LR curves (label -> per-step LRs) on one axis."""
+    fig = Figure(figsize=SINGLE)
+    ax = fig.subplots()
+    _draw_lr_curves(ax, curves)
+    ax.set_title("learning rate per optimizer step")
+    return _save(fig, path)
+
+
+def plot_comparison(
+    seed_mean_metrics: pd.DataFrame,
+    lr_curves: Mapping[str, np.ndarray],
+    metric: str,
+    path: str | Path,
+    per_seed: pd.DataFrame | None = None,
+) -> Path:
+    """All schedules of one backtest: ``metric`` per window (top) and their LR curves (bottom)."""
+    fig = Figure(figsize=DOUBLE)
+    top, bottom = fig.subplots(2, 1)
+    schedules = list(lr_curves) or None
+    _draw_window_metrics(top, seed_mean_metrics, metric, schedules, per_seed)
+    _draw_lr_curves(bottom, lr_curves)
+    bottom.set_title("learning rate per optimizer step")
+    return _save(fig, path)
+
+
+def cumulative_errors(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Cumulative squared error over the out-of-sample dates, per schedule and for the baseline.
+
+    Predictions are first averaged over seeds, row by row (rows sharing a date, as in an option
+    chain, are told apart by their order within the date). NaN members (diverged) are left out
+    of the mean; a row where every member is NaN adds no error, so the curves stay continuous.
+
+    Returns
+    -------
+    DataFrame indexed by sorted unique ``date``; one column per schedule (order of appearance)
+    and a last column ``baseline``; each the running sum of squared errors up to that date.
+    """
+    require_columns(predictions, ("date", "window", "schedule", "seed", "prediction", "target", "baseline"))
+    if predictions.empty:
+        raise HarnessError("no predictions to plot; the backtest produced no out-of-sample rows")
+    rows = predictions.assign(
+        row=predictions.groupby(["schedule", "seed", "window", "date"], sort=False).cumcount()
+    )
+    mean = rows.groupby(["schedule", "window", "date", "row"], sort=False)[
+        ["prediction", "target", "baseline"]
+    ].mean()
+    model_sq = (mean["prediction"] - mean["target"]) ** 2
+    base_sq = (mean["baseline"] - mean["target"]) ** 2
+    per_date = model_sq.groupby(level=["schedule", "date"], sort=False).sum().unstack(0)
+    schedules = list(pd.unique(predictions["schedule"]))
+    first = base_sq.xs(schedules[0], level="schedule")
+    per_date = per_date[schedules].assign(baseline=first.groupby(level="date").sum())
+    return per_date.sort_index().cumsum()
+
+
+def plot_errors(predictions: pd.DataFrame, path: str | Path) -> Path:
+    """Cumulative squared error per schedule vs the baseline (top) and the gap to it (bottom).
+
+    The bottom panel is ``SSE_baseline - SSE_schedule`` accumulated over dates (Goyal-Welch):
+    rising where the schedule beats the baseline, falling where it loses.
+    """
+    cumulative = cumulative_errors(predictions)
+    schedules = [column for column in cumulative.columns if column != "baseline"]
+    colors = _colors(schedules)
+    fig = Figure(figsize=DOUBLE)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for label in schedules:
+        top.plot(cumulative.index, cumulative[label], color=colors[label], lw=1.2, label=label)
+        gap = cumulative["baseline"] - cumulative[label]
+        bottom.plot(cumulative.index, gap, color=colors[label], lw=1.2, label=label)
+    top.plot(cumulative.index, cumulative["baseline"], color="black", ls="--", lw=1.2, label="baseline")
+    bottom.axhline(0.0, color="black", ls="--", lw=0.8)
+    top.set_title("cumulative squared error (seed-mean predictions)")
+    top.set_ylabel("SSE")
+    bottom.set_title("cumulative SSE of the baseline minus the schedule (> 0: beats the baseline)")
+    bottom.set_xlabel("out-of-sample date")
+    _finish(top)
+    _finish(bottom)
+    return _save(fig, path)
+
+
+def plot_equity(equity: Mapping[str, pd.Series], path: str | Path) -> Path:
+    """Equity curves of the trading view, one line per schedule (series indexed by date)."""
+    if not equity:
+        raise HarnessError("no equity curves to plot; the strategy has no trading view")
+    colors = _colors(list(equity))
+    fig = Figure(figsize=SINGLE)
+    ax = fig.subplots()
+    for label, series in equity.items():
+        ax.plot(series.index, series.to_numpy(dtype=float), color=colors[label], lw=1.2, label=label)
+    ax.set_title("equity of the trading view (after costs)")
+    ax.set_xlabel("date")
+    ax.set_ylabel("equity")
+    _finish(ax)
+    return _save(fig, path)
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], name: str = "frame") -> None:
+    """Raise ValueError naming the columns ``frame`` lacks (a caller's bug, not a user mistake)."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; it has {list(frame.columns)}")
+
+
+def _draw_window_metrics(
+    ax: Axes,
+    seed_mean_metrics: pd.DataFrame,
+    metric: str,
+    schedules: Sequence[str] | None,
+    per_seed: pd.DataFrame | None,
+) -> None:
+    require_columns(seed_mean_metrics, ("window", "schedule", "metric", "value"))
+    valid = pd.unique(seed_mean_metrics["metric"])
+    if metric not in valid:
+        raise unknown_name("metric", metric, valid)
+    rows = seed_mean_metrics[seed_mean_metrics["metric"] == metric]
+    present = list(pd.unique(rows["schedule"]))
+    schedules = present if schedules is None else list(schedules)
+    for label in schedules:
+        if label not in present:
+            raise unknown_name("schedule", label, present)
+    band = None
+    if per_seed is not None:
+        require_columns(per_seed, ("window", "schedule", "seed", "metric", "value"))
+        seeds = per_seed[per_seed["metric"] == metric]
+        band = seeds.groupby(["schedule", "window"])["value"].agg(["min", "max"])
+    colors = _colors(schedules)
+    for label in schedules:
+        line = rows[rows["schedule"] == label].sort_values("window")
+        ax.plot(line["window"], line["value"], color=colors[label], lw=1.4, marker="o", ms=3, label=label)
+        if band is not None and label in band.index.get_level_values("schedule"):
+            spread = band.loc[label]
+            ax.fill_between(spread.index, spread["min"], spread["max"], color=colors[label], alpha=0.2, lw=0)
+    ax.set_title(f"{metric} per window" + (" (band: min-max over seeds)" if band is not None else ""))
+    ax.set_xlabel("window")
+    ax.set_ylabel(metric)
+    _finish(ax)
+
+
+def _draw_lr_curves(ax: Axes, curves: Mapping[str, np.ndarray], legend: bool = True) -> None:
+    if not curves:
+        raise HarnessError("no LR curves to plot; give at least one schedule")
+    colors = _colors(list(curves))
+    for label, lr in curves.items():
+        lr = np.asarray(lr, dtype=float)
+        if lr.ndim != 1 or lr.size == 0:
+            raise ValueError(f"LR curve '{label}' must be a non-empty 1-D array, got shape {lr.shape}")
+        ax.plot(np.arange(lr.size), lr, color=colors[label], lw=1.4, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    _finish(ax, legend=legend)
+
+
+def _colors(labels: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    return {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(labels)}
+
+
+def _finish(ax: Axes, legend: bool = True) -> None:
+    ax.grid(alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
