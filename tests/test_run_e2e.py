@@ -1,0 +1,69 @@
+"""`harness run` end to end as a user runs it: a subprocess, a real MLflow store read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from harness.config import load_config
+from harness.engine import plan
+from tests.conftest import ROOT, small_config
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid_and_plan(path: Path):
+    config = load_config(path)
+    assert len(plan(config).windows) >= 10
+
+
+def test_run_logs_a_parent_and_one_child_per_schedule(run_cli, tmp_path):
+    store = tmp_path / "mlruns"
+    raw = small_config(tmp_path, tracking={"uri": str(store)})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = run_cli("run", str(path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "ranking by pooled rmse" in done.stdout
+    assert "INFO" not in done.stderr  # MLflow's start-up chatter is off
+
+    uri = f"sqlite:///{store}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        runs = mlflow.search_runs(experiment_names=["test-small"])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    parents = runs[runs["tags.kind"] == "backtest"]
+    children = runs[runs["tags.kind"] == "schedule"]
+    assert len(parents) == 1 and len(children) == 2
+    assert set(runs["status"]) == {"FINISHED"}
+    parent_id = parents["run_id"].iloc[0]
+    assert set(children["tags.mlflow.parentRunId"]) == {parent_id}
+    assert set(children["tags.schedule"]) == {"constant", "cosine(warmup=0.1)"}
+    config = load_config(path)
+    assert parents["tags.config_hash"].iloc[0] == config.fingerprint()
+    assert parents["params.training.epochs"].iloc[0] == "4"
+
+    client = MlflowClient(tracking_uri=uri)
+    n_windows = len(plan(config).windows)
+    child = children["run_id"].iloc[0]
+    history = client.get_metric_history(child, "rmse")
+    assert sorted(m.step for m in history) == list(range(n_windows))
+    assert "metrics.pooled_rmse" in children and children["metrics.pooled_rmse"].notna().all()
+    artifacts = {a.path for a in client.list_artifacts(child)}
+    assert {"lr_curve.png", "window_metrics.png", "predictions.parquet"} <= artifacts
+    assert {"config.yaml", "summary.csv"} <= {a.path for a in client.list_artifacts(parent_id)}
+
+
+def test_tracking_uri_option_overrides_the_config(run_cli, tmp_path):
+    raw = small_config(tmp_path, tracking={"uri": str(tmp_path / "ignored")},
+                       windows={"train": 400, "test": 42, "purge": 5}, training={"epochs": 1, "seeds": 1})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = run_cli("run", str(path), "--no-progress", "--tracking-uri", str(tmp_path / "chosen"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "chosen" / "mlflow.db").exists() and not (tmp_path / "ignored").exists()
