@@ -154,6 +154,14 @@ class Config(_Section):
             raise ValueError("must be a non-empty name")
         return value
 
+    @field_validator("schedules", mode="before")
+    @classmethod
+    def _expand_grids(cls, value: Any) -> Any:
+        """``{name: cosine, min_lr_ratio: [0, 0.01]}`` is a grid: one schedule per value."""
+        from harness.schedules import expand_grid
+
+        return expand_grid(value) if isinstance(value, list) else value
+
     @field_validator("schedules")
     @classmethod
     def _known_schedules(cls, value: list) -> list:

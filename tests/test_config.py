@@ -97,3 +97,25 @@ def test_fingerprint_tracks_what_changes_results():
     assert parse_config({"training": {"epochs": 3}}).fingerprint() != base.fingerprint()
     assert parse_config({"tracking": {"uri": "/elsewhere"}}).fingerprint() == base.fingerprint()
     assert parse_config({"execution": {"executor": "process", "workers": 2}}).fingerprint() == base.fingerprint()
+
+
+def test_a_listed_schedule_parameter_expands_to_a_grid():
+    config = parse_config({"schedules": ["constant", {"name": "cosine", "min_lr_ratio": [0, 0.01, 0.1], "warmup": 0.1}]})
+    assert config.schedule_labels() == [
+        "constant", "cosine(warmup=0.1)", "cosine(min_lr_ratio=0.01, warmup=0.1)", "cosine(min_lr_ratio=0.1, warmup=0.1)",
+    ]
+
+
+def test_grids_multiply_and_list_valued_parameters_need_a_list_of_lists():
+    config = parse_config({"schedules": [
+        {"name": "multistep", "milestones": [0.3, 0.6]},
+        {"name": "multistep", "milestones": [[0.2, 0.6], [0.5, 0.8]], "gamma": [0.1, 0.5]},
+    ]})
+    labels = config.schedule_labels()
+    assert len(labels) == 1 + 2 * 2 and labels[0] == "multistep(milestones=[0.3, 0.6])"
+    assert "multistep(milestones=[0.5, 0.8], gamma=0.5)" in labels
+
+
+def test_a_grid_with_a_bad_value_names_its_position():
+    with pytest.raises(ConfigError, match=r"^schedules\[2\]: schedule 'step'.*gamma"):
+        parse_config({"schedules": ["constant", {"name": "step", "gamma": [0.5, -1.0]}]})

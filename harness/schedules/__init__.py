@@ -13,6 +13,7 @@ steps; where torch, Keras or transformers have the same schedule the table equal
 
 from harness.schedules.catalogue import SCHEDULES, catalogue, format_catalogue
 from harness.schedules.curves import with_warmup
+from harness.schedules.grid import expand_grid
 from harness.schedules.plateau import PlateauState
 from harness.schedules.schedule import (
     BOUNDARIES,
@@ -28,6 +29,7 @@ __all__ = [
     "PlateauState",
     "Schedule",
     "catalogue",
+    "expand_grid",
     "format_catalogue",
     "get_schedule",
     "lr_table",
