@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CONFIG_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _config_args(run)
+    _config_args(run, many=True)
     run.add_argument("--tracking-uri", help="MLflow store (a folder or URI); overrides tracking.uri")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
@@ -113,15 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="YAML config (default: the built-in default config)")
+def _config_args(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        parser.add_argument("config", nargs="*", help="YAML configs, run one after another (default: the built-in default config)")
+    else:
+        parser.add_argument("config", nargs="?", help="YAML config (default: the built-in default config)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a field, e.g. --set training.epochs=5 (repeatable; VALUE is YAML)",
     )
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, path: str | None = None):
     from harness.config import load_config
 
     overrides: dict[str, Any] = {}
@@ -135,7 +138,7 @@ def _load(args: argparse.Namespace):
             raise HarnessError(f"--set {item!r}: VALUE is not valid YAML") from None
     if getattr(args, "tracking_uri", None):
         overrides["tracking.uri"] = args.tracking_uri
-    return load_config(args.config, overrides)
+    return load_config(path if path is not None else args.config, overrides)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -153,9 +156,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness.engine import run_and_log
 
-    config = _load(args)
-    outcome = run_and_log(config, progress=not args.no_progress)
-    print(outcome.render())
+    paths = args.config or [None]
+    configs = [_load(args, path) for path in paths]  # every file is validated before any training
+    outcomes = []
+    for config in configs:
+        outcomes.append(run_and_log(config, progress=not args.no_progress))
+        print(outcomes[-1].render())
+    if len(outcomes) > 1:
+        from harness.engine import batch_summary
+
+        print("\n" + batch_summary(outcomes))
     return 0
 
 

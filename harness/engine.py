@@ -277,6 +277,20 @@ class Outcome:
         ])
 
 
+def batch_summary(outcomes: list[Outcome]) -> str:
+    """One line per backtest of a batch: its best schedule by pooled metric and its parent run."""
+    rows = []
+    for outcome in outcomes:
+        config, summary = outcome.result.config, outcome.scores.summary
+        metric = f"pooled_{config.selection.metric}"
+        best = summary.iloc[0]
+        rows.append({"experiment": config.experiment, "windows": outcome.result.n_windows,
+                     "best schedule": best["schedule"], metric: best.get(metric, np.nan),
+                     "parent run": outcome.log.parent_run_id})
+    with pd.option_context("display.width", 200, "display.float_format", "{:.5g}".format):
+        return f"batch of {len(outcomes)} backtests:\n" + pd.DataFrame(rows).to_string(index=False)
+
+
 def tracking_uri(config: Config) -> str | None:
     """The config's tracking.uri when the user set it, else None (then $MLFLOW_TRACKING_URI, else ./mlruns)."""
     return config.tracking.uri if "uri" in config.tracking.model_fields_set else None

@@ -67,3 +67,27 @@ def test_tracking_uri_option_overrides_the_config(run_cli, tmp_path):
     done = run_cli("run", str(path), "--no-progress", "--tracking-uri", str(tmp_path / "chosen"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "chosen" / "mlflow.db").exists() and not (tmp_path / "ignored").exists()
+
+
+def test_batch_run_of_several_configs_ends_with_one_summary(run_cli, tmp_path):
+    paths = []
+    for name, schedules in (("a", ["constant"]), ("b", ["constant", {"name": "cosine", "min_lr_ratio": [0.0, 0.1]}])):
+        raw = small_config(tmp_path, experiment=f"batch-{name}", schedules=schedules,
+                           training={"epochs": 1, "seeds": 1}, windows={"train": 400, "test": 42, "purge": 5})
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(raw))
+    done = run_cli("run", *map(str, paths), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "batch of 2 backtests" in done.stdout
+    assert "batch-a" in done.stdout.split("batch of 2")[1] and "batch-b" in done.stdout.split("batch of 2")[1]
+    assert "cosine(min_lr_ratio=0.1)" in done.stdout  # the grid expanded into its own schedule run
+
+
+def test_batch_run_validates_every_config_before_training(run_cli, tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(small_config(tmp_path)))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(small_config(tmp_path, training={"lr": -1})))
+    done = run_cli("run", str(good), str(bad), "--no-progress")
+    assert done.returncode == 2 and "training.lr" in done.stderr
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
