@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from typing import Any
 
 from harness.errors import HarnessError, did_you_mean, unknown_name
@@ -43,6 +45,8 @@ def load_class(spec: str) -> type[Strategy]:
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
         raise HarnessError(f"strategy '{spec}': write it as 'package.module:ClassName'")
+    if os.getcwd() not in sys.path:  # a user's strategy module next to their config imports as-is
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

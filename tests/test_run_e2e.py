@@ -91,3 +91,9 @@ def test_batch_run_validates_every_config_before_training(run_cli, tmp_path):
     done = run_cli("run", str(good), str(bad), "--no-progress")
     assert done.returncode == 2 and "training.lr" in done.stderr
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_a_user_strategy_class_runs_from_the_repository_root(run_cli, tmp_path):
+    done = run_cli("plan", "examples/range_vol.yaml")
+    assert done.returncode == 0, done.stderr
+    assert "examples.range_vol:RangeVol" in done.stdout and "rolling windows" in done.stdout
