@@ -1,0 +1,185 @@
+"""The production model: the chosen schedule retrained on the most recent train window.
+
+``harness select --register`` rebuilds the backtest's config, plans it, takes the **last window**
+and trains the chosen schedule's members there, exactly as the backtest trains a window
+(:func:`harness.window_run.run_window`: scalers fitted on the window's train rows, the same seeds,
+epochs and validation tail), always from a fresh initialisation (``training.boundary: fresh``)
+so the model does not depend on the windows before.
+
+The production model is the **seed ensemble**: the mean of the live (non-diverged) seed members'
+predictions in target units, the same seed-mean prediction the backtest scores. It is exported as
+one plain :class:`torch.nn.Module`, :class:`EnsembleModel`: raw features in (the strategy table's
+columns, in order), target units out. No mlflow here; :mod:`harness.tracking` logs it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from harness.config import Config
+from harness.errors import HarnessError, unknown_name
+
+
+class EnsembleModel(nn.Module):
+    """Scalers + seed members of one schedule: ``forward(x) -> mean over members``.
+
+    Parameters
+    ----------
+    members : the trained members (eval mode), each mapping scaled ``[n, F]`` to ``[n]``
+        (``[n, k]`` for k targets).
+    x_mean, x_std : feature scaler fitted on the train window, ``[F]``.
+    y_mean, y_std : target scaler, scalars (or ``[k]``), in the network's target space.
+    target_inverse : torch map from the network's target space to target units (None: identity).
+
+    ``forward`` takes raw features ``[n, F]`` (any float dtype) and returns float64 ``[n]``:
+    ``mean_m target_inverse(member_m((x − x_mean)/x_std) · y_std + y_mean)``, the arithmetic of
+    :class:`harness.window_run.Fitted` (scaling in float64, the network in its own dtype).
+    """
+
+    def __init__(self, members: list[nn.Module], x_mean: np.ndarray, x_std: np.ndarray, y_mean: np.ndarray,
+                 y_std: np.ndarray, target_inverse: Any = None) -> None:
+        super().__init__()
+        if not members:
+            raise HarnessError("the production ensemble has no live member (every seed diverged); "
+                               "choose another schedule or lower training.lr")
+        self.members = nn.ModuleList(members)
+        for name, value in (("x_mean", x_mean), ("x_std", x_std), ("y_mean", y_mean), ("y_std", y_std)):
+            self.register_buffer(name, torch.as_tensor(np.asarray(value, dtype=np.float64)))
+        self.target_inverse = target_inverse
+        self.network_dtype = next(members[0].parameters()).dtype
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = ((x.to(torch.float64) - self.x_mean) / self.x_std).to(self.network_dtype)
+        outputs = torch.stack([member(z) for member in self.members]).to(torch.float64) * self.y_std + self.y_mean
+        if self.target_inverse is not None:
+            outputs = self.target_inverse(outputs)
+        return outputs.mean(dim=0)
+
+
+@dataclass
+class Production:
+    """A retrained production model and what it was trained on.
+
+    ``example`` holds the last window's test inputs (raw features) and ``expected`` the harness's
+    own seed-mean predictions for them (through the batched trainer's stack, not this module):
+    the registry round trip is checked against them.
+    """
+
+    model: EnsembleModel
+    schedule: str
+    schedule_spec: Any
+    window: int
+    train_start: pd.Timestamp
+    train_end: pd.Timestamp
+    n_train: int
+    seeds: list[int]
+    diverged: list[int]
+    features: list[str]
+    example: np.ndarray
+    expected: np.ndarray
+    test_dates: pd.DatetimeIndex
+    seconds: float
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The ensemble's predictions (target units) for raw features ``[n, F]``."""
+        with torch.no_grad():
+            return self.model(torch.as_tensor(np.asarray(X, dtype=np.float64))).numpy()
+
+    def params(self) -> dict[str, Any]:
+        """What the registry run logs as params."""
+        return {
+            "schedule": self.schedule, "schedule_spec": self.schedule_spec, "ensemble": "mean of seed members",
+            "window": self.window, "train_start": f"{self.train_start:%Y-%m-%d}",
+            "train_end": f"{self.train_end:%Y-%m-%d}", "train_rows": self.n_train, "seeds": self.seeds,
+            "diverged_seeds": self.diverged, "features": self.features,
+        }
+
+    def describe(self) -> list[str]:
+        """Markdown lines for the selection report."""
+        live = len(self.seeds) - len(self.diverged)
+        left_out = f"; diverged and left out: {self.diverged}" if self.diverged else ""
+        return [
+            f"- schedule `{self.schedule}`, retrained fresh on window {self.window}'s train rows "
+            f"({self.train_start:%Y-%m-%d} .. {self.train_end:%Y-%m-%d}, {self.n_train} rows) in {self.seconds:.1f} s",
+            f"- the model is the **seed ensemble**: the mean of {live} seed members' predictions "
+            f"(seeds {', '.join(map(str, self.seeds))}{left_out})",
+            f"- input: raw features `[n, {len(self.features)}]` float64 ({', '.join(self.features)}); "
+            "output: the target in its own units `[n]` float64",
+        ]
+
+
+def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | None = None) -> Production:
+    """Retrain ``schedule`` (a label of ``config``'s schedules) on the last window's train rows."""
+    from harness.engine import plan
+    from harness.schedules import get_schedule
+    from harness.window_run import run_window, steps_per_window
+    from strategies import get_strategy
+
+    started = time.perf_counter()
+    specs = {get_schedule(spec).label: spec for spec in config.schedules}
+    if schedule not in specs:
+        raise unknown_name("schedule", schedule, specs)
+    single = config.model_copy(update={
+        "schedules": [specs[schedule]],
+        "training": config.training.model_copy(update={"boundary": "fresh"}),
+    })
+    the_plan = plan(single, prices)
+    window = the_plan.windows[-1]
+    strategy = get_strategy(single.strategy.name, single.strategy.params)
+    done = run_window(single, strategy, the_plan.table, window, None, steps_per_window(single, the_plan.windows))
+    diverged = done.training["diverged"].to_numpy(bool)
+    fitted = done.fitted
+    members = _members(single, fitted.result, the_plan.table.X.shape[1], np.flatnonzero(~diverged))
+    model = EnsembleModel(members, fitted.x_scaler.mean, fitted.x_scaler.std, fitted.y_scaler.mean,
+                          fitted.y_scaler.std, _torch_target_inverse(strategy))
+    X = the_plan.table.X.to_numpy(dtype=np.float64)
+    n_test = len(window.test_rows)
+    own = done.predictions["prediction"].to_numpy(np.float64).reshape(-1, n_test)[~diverged]
+    dates = pd.DatetimeIndex(the_plan.table.dates)
+    seeds = [int(seed) for _, seed in fitted.result.labels]
+    return Production(
+        model=model, schedule=schedule, schedule_spec=specs[schedule], window=window.index,
+        train_start=dates[window.train_rows[0]], train_end=dates[window.train_rows[-1]],
+        n_train=len(window.train_rows), seeds=seeds, diverged=[s for s, d in zip(seeds, diverged) if d],
+        features=[str(c) for c in the_plan.table.X.columns], example=X[window.test_rows],
+        expected=own.mean(axis=0), test_dates=dates[window.test_rows], seconds=time.perf_counter() - started,
+    )
+
+
+def _members(config: Config, result: Any, n_features: int, live: np.ndarray) -> list[nn.Module]:
+    """One plain module per live member, holding that member's trained parameters."""
+    from harness.stack import make_model_factory
+
+    factory = make_model_factory(config.model.model_dump(), n_features=n_features)
+    state = result.state
+    members = []
+    for m in live:
+        module = factory()
+        with torch.no_grad():
+            for name, parameter in module.named_parameters():
+                parameter.copy_(state[name][m])
+        members.append(module.eval())
+    return members
+
+
+def _torch_target_inverse(strategy: Any) -> Any:
+    """None for strategies that train on the target as is; their ``torch_target_inverse`` otherwise."""
+    from strategies.base import Strategy
+
+    if type(strategy).target_inverse is Strategy.target_inverse:
+        return None
+    inverse = getattr(strategy, "torch_target_inverse", None)
+    if inverse is None:
+        raise HarnessError(
+            f"strategy '{strategy.name or type(strategy).__name__}' transforms its target, so the exported model "
+            "needs the inverse in torch: define torch_target_inverse(z: Tensor) -> Tensor on the strategy"
+        )
+    return inverse
