@@ -1,5 +1,8 @@
 """``harness bench``: the batched trainer against the plain torch loop, as ratios in one process.
 
+Two workloads: :func:`bench_members` (one window's schedules × seeds) and :func:`bench_windows`
+(a walk-forward: many windows, trained by a plain loop, window by window, or all in one stack).
+
 The plain loop is what one would write per member: ``torch.manual_seed(seed)``, the model,
 ``torch.optim.AdamW`` + a ``LambdaLR`` scheduler, a ``DataLoader`` over a ``TensorDataset``; the
 batched run trains the same members on the same batches with the same steps (their final
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from harness.errors import HarnessError
 from harness.schedules import lr_table
 from harness.stack import make_model_factory
-from harness.trainer import train
+from harness.trainer import WindowData, train, train_windows, training_bytes
 
 SCHEDULE = "cosine"
 LR = 1e-3
@@ -83,6 +88,232 @@ def bench_scaling(n_members: int = 15, rows: int = 756, features: int = 20, hidd
         for r in (rows * f for f in factors)
     }
     return {"members": _ratios("members", member_runs, repeats), "rows": _ratios("rows", row_runs, repeats)}
+
+
+WINDOW_SCHEDULES = ("constant", "cosine", {"name": "step", "step_size": 0.33, "gamma": 0.1})
+
+
+def bench_windows(n_windows: int = 10, rows: int = 504, features: int = 20, hidden: Sequence[int] = (64, 64),
+                  epochs: int = 20, batch_size: int = 64, seeds: int = 2, test_rows: int = 21, repeats: int = 3,
+                  data_path: str | None = None, seed: int = 0, measure_memory: bool = True) -> dict[str, Any]:
+    """The walk-forward workload trained three ways: seconds, peak memory, prediction agreement.
+
+    Data: S&P 500 daily ``return_forecast`` features (``features - 4`` lagged returns, trailing
+    volatility, three momenta) from the bundled CSV; ``n_windows`` rolling windows of ``rows``
+    train rows (the latest ones), each scaled on its own train rows and predicting the
+    ``test_rows`` after its purge gap. Members: 3 schedules × ``seeds``, trained on all train rows.
+
+    Ways: ``plain_s``, a torch loop per member (``AdamW`` + ``LambdaLR`` + a ``DataLoader``);
+    ``per_window_s``, each window's members in one stack, windows in turn; ``stacked_s``, every
+    window's members in one stack. Returns those medians, ``speedup_windows`` (plain /
+    stacked), ``stack_gain`` (per-window / stacked), ``peak_mb`` (each way's peak resident memory
+    above what its process held before it, each way run once in a fresh interpreter; skipped
+    without ``measure_memory``), ``stack_estimate_mb`` (what ``training_bytes`` estimates for the
+    all-window stack), ``max_rss_mb`` (this process's peak), ``max_prediction_diff`` (largest
+    difference of out-of-sample predictions between any two ways, relative to the largest
+    prediction) and ``stack_prediction_diff`` (the same, per-window vs all-window stack: 0, bitwise).
+    """
+    workload = dict(n_windows=n_windows, rows=rows, features=features, hidden=tuple(hidden), epochs=epochs,
+                    batch_size=batch_size, seeds=seeds, test_rows=test_rows, data_path=data_path, seed=seed)
+    runs = _window_runs(**workload)
+    peaks = {name: _peak_in_child(name, workload) if measure_memory else None for name in runs}
+    _warm_up(workload)
+    seconds, outputs = _timed(runs, repeats, warm_up=())
+    scale = float(np.max(np.abs(outputs["plain_s"])))
+    diffs = {(a, b): float(np.max(np.abs(outputs[a] - outputs[b]))) / scale
+             for a, b in (("plain_s", "per_window_s"), ("plain_s", "stacked_s"), ("per_window_s", "stacked_s"))}
+    estimate = n_windows * training_bytes({"hidden": list(hidden)}, features, batch_size, rows,
+                                          len(WINDOW_SCHEDULES) * seeds)
+    import resource
+
+    return {
+        "windows": n_windows, "rows": rows, "features": features, "hidden": list(hidden), "epochs": epochs,
+        "batch_size": batch_size, "members": len(WINDOW_SCHEDULES) * seeds, "test_rows": test_rows,
+        "steps": epochs * math.ceil(rows / batch_size), "repeats": repeats, "threads": torch.get_num_threads(),
+        **seconds,
+        "speedup_windows": seconds["plain_s"] / seconds["stacked_s"],
+        "stack_gain": seconds["per_window_s"] / seconds["stacked_s"],
+        "peak_mb": {name.removesuffix("_s"): None if value is None else value / 2**20 for name, value in peaks.items()},
+        "stack_estimate_mb": estimate / 2**20,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "max_prediction_diff": max(diffs.values()),
+        "stack_prediction_diff": diffs[("per_window_s", "stacked_s")],
+    }
+
+
+def _window_runs(n_windows: int, rows: int, features: int, hidden: tuple[int, ...], epochs: int, batch_size: int,
+                 seeds: int, test_rows: int, data_path: str | None, seed: int) -> dict[str, Callable[[], np.ndarray]]:
+    """The three ways of :func:`bench_windows`, each returning ``[windows, members, test rows]`` predictions."""
+    windows = _walk_forward(n_windows, rows, features, test_rows, data_path)
+    model = {"hidden": list(hidden)}
+    settings = dict(model=model, schedules=list(WINDOW_SCHEDULES), seeds=seeds, epochs=epochs,
+                    batch_size=batch_size, lr=LR, seed=seed)
+    data = [WindowData(X, y) for X, y, _ in windows]
+    tests = [X_test for _, _, X_test in windows]
+    return {
+        "plain_s": lambda: _plain_windows(windows, model, seeds, epochs, batch_size, seed),
+        "per_window_s": lambda: _stacked_predictions([train_windows([d], **settings)[0] for d in data], tests),
+        "stacked_s": lambda: _stacked_predictions(train_windows(data, **settings), tests),
+    }
+
+
+def _peak_in_child(name: str, workload: dict[str, Any]) -> float:
+    """Peak memory (bytes) of one way, measured in a fresh interpreter, so that memory another way
+    freed (and the allocator kept) cannot hide it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, json; from harness.bench import _measure_peak; print(_measure_peak(**json.load(sys.stdin)))"
+    request = json.dumps({"name": name, "workload": workload, "threads": torch.get_num_threads()})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", code], input=request, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise HarnessError(f"bench: measuring the memory of '{name}' failed: {done.stderr.strip().splitlines()[-1:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _measure_peak(name: str, workload: dict[str, Any], threads: int) -> float:
+    torch.set_num_threads(threads)
+    _warm_up(workload)  # torch's kernels and the data loaded first: that memory is not the way's
+    return _peak_rss_above(_window_runs(**workload)[name])
+
+
+def _warm_up(workload: dict[str, Any]) -> None:
+    """Every way once on one window for one epoch (first calls load kernels and modules)."""
+    for run in _window_runs(**{**workload, "n_windows": 1, "epochs": 1}).values():
+        run()
+
+
+def format_windows_report(figures: dict[str, Any]) -> str:
+    """The figures of :func:`bench_windows` as text."""
+    f = figures
+    peak = f["peak_mb"]
+    rows = [
+        ("plain torch loop with a DataLoader, one member at a time", f["plain_s"], peak["plain"]),
+        ("members of one window stacked, windows in turn", f["per_window_s"], peak["per_window"]),
+        (f"all {f['windows'] * f['members']} members of all windows in one stack", f["stacked_s"], peak["stacked"]),
+    ]
+    lines = [
+        f"{f['windows']} rolling windows of {f['rows']} rows (S&P 500 returns), {f['members']} members each "
+        f"(3 schedules x {f['members'] // 3} seeds), MLP {f['features']}-{'-'.join(map(str, f['hidden']))}-1, "
+        f"{f['epochs']} epochs, batch {f['batch_size']}, threads {f['threads']}, medians of {f['repeats']}",
+        f"{'way':<58} {'seconds':>8} {'vs stack':>9} {'peak MB':>8}",
+    ]
+    for name, secs, mb in rows:
+        memory = "       -" if mb is None else f"{mb:8.1f}"
+        lines.append(f"{name:<58} {secs:8.3f} {secs / f['stacked_s']:8.1f}x {memory}")
+    lines += [
+        f"speedup_windows (plain / all-window stack) {f['speedup_windows']:.1f}x; "
+        f"stack_gain (per-window / all-window) {f['stack_gain']:.2f}x",
+        f"memory: all-window stack estimated {f['stack_estimate_mb']:.1f} MB (training_bytes); "
+        f"process peak RSS {f['max_rss_mb']:.0f} MB",
+        f"same out-of-sample predictions: max difference {f['max_prediction_diff']:.1e} relative to the largest "
+        f"(plain loop vs stacks: float32 roundoff over {f['steps']} steps); per-window vs all-window stack "
+        f"{f['stack_prediction_diff']:.1e}",
+    ]
+    return "\n".join(lines)
+
+
+def _walk_forward(n_windows: int, rows: int, features: int, test_rows: int,
+                  data_path: str | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(scaled X_train, scaled y_train, scaled X_test) of the latest ``n_windows`` rolling windows."""
+    from harness.data import load_prices
+    from harness.window_run import Scaler
+    from strategies import get_strategy
+
+    if features < 5:
+        raise HarnessError(f"--features: the return_forecast table has at least 5 features, got {features}")
+    strategy = get_strategy("return_forecast", {"lags": features - 4})
+    table = strategy.build(load_prices("csv", path=data_path))
+    X, y = table.X.to_numpy(np.float64), table.y.to_numpy(np.float64)
+    span, purge = rows + test_rows, table.horizon
+    first = len(X) - span - purge - (n_windows - 1) * test_rows
+    if first < 0:
+        raise HarnessError(f"--windows: {n_windows} windows of {rows} + {test_rows} rows need "
+                           f"{len(X) - first} table rows, the data has {len(X)}; ask for fewer or shorter windows")
+    windows = []
+    for k in range(n_windows):
+        train_rows = slice(first + k * test_rows, first + k * test_rows + rows)
+        test = slice(train_rows.stop + purge, train_rows.stop + purge + test_rows)
+        x_scaler, y_scaler = Scaler.fit(X[train_rows]), Scaler.fit(y[train_rows])
+        windows.append((x_scaler.transform(X[train_rows]), y_scaler.transform(y[train_rows]),
+                        x_scaler.transform(X[test])))
+    return windows
+
+
+def _plain_windows(windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], model: dict, seeds: int,
+                   epochs: int, batch_size: int, seed: int) -> np.ndarray:
+    """The per-member loop over every window: ``[windows, members, test rows]`` predictions."""
+    out = []
+    for X, y, X_test in windows:
+        members = [_plain_member(X, y, X_test, model, spec, member_seed, epochs, batch_size)
+                   for spec in WINDOW_SCHEDULES for member_seed in range(seed, seed + seeds)]
+        out.append(np.stack(members))
+    return np.stack(out)
+
+
+def _plain_member(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, model: dict, schedule: Any, seed: int,
+                  epochs: int, batch_size: int) -> np.ndarray:
+    """One member trained as one would write it by hand; its test predictions."""
+    torch.manual_seed(seed)
+    net = make_model_factory(model, X.shape[1])()
+    total = epochs * math.ceil(len(X) / batch_size)
+    table = lr_table(schedule, total, LR)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: table[min(t, total - 1)] / LR)
+    loader = DataLoader(TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), batch_size=batch_size,
+                        shuffle=True, generator=torch.Generator().manual_seed(seed))
+    for _ in range(epochs):
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            F.mse_loss(net(xb), yb).backward()
+            optimizer.step()
+            scheduler.step()
+    net.eval()
+    with torch.no_grad():
+        return net(torch.as_tensor(X_test)).numpy()
+
+
+def _stacked_predictions(results: list[Any], tests: list[np.ndarray]) -> np.ndarray:
+    return np.stack([result.predict(X_test) for result, X_test in zip(results, tests)])
+
+
+def _peak_rss_above(run: Callable[[], Any], interval: float = 0.002) -> float:
+    """Peak resident memory (bytes) while ``run`` runs, above the resident memory before it.
+
+    Sampled from ``/proc/self/statm`` by a thread (torch releases the GIL in its kernels); 0 where
+    ``/proc`` is missing.
+    """
+    try:
+        statm = open("/proc/self/statm", "rb")
+    except OSError:
+        run()
+        return 0.0
+    page = __import__("os").sysconf("SC_PAGE_SIZE")
+
+    def resident() -> int:
+        statm.seek(0)
+        return int(statm.read().split()[1]) * page
+
+    before, peak, done = resident(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], resident())
+            done.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run()
+    finally:
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], resident())
+        statm.close()
+    return float(max(peak[0] - before, 0))
 
 
 def peak_flops(size: int = 1024, repeats: int = 3) -> float:
@@ -160,9 +391,11 @@ def _plain(X: np.ndarray, y: np.ndarray, model: dict, n_members: int, epochs: in
     return torch.stack(weights).numpy()
 
 
-def _timed(runs: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """Median seconds of each run, interleaved; plus each run's last output. One untimed warm-up each."""
-    outputs = {name: run() for name, run in runs.items()}
+def _timed(runs: dict[str, Callable[[], Any]], repeats: int,
+           warm_up: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median seconds of each run, interleaved; plus each run's last output. One untimed warm-up
+    of each run (of those named in ``warm_up``, when given)."""
+    outputs = {name: run() for name, run in runs.items() if warm_up is None or name in warm_up}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():

@@ -10,9 +10,10 @@ every member (row of the leading axis), with that member's LR:
 - :class:`BatchedSGD` = ``torch.optim.SGD`` (dampening 0, nesterov off): ``g += wd*p``,
   ``buf = momentum*buf + g`` (``buf = g`` on the first step), ``p -= lr*buf``.
 
-A member whose ``active`` flag is False gets no update at all: parameters, moments and step count
-stay bitwise as they were, even when its gradient is NaN or inf (updates are selected with
-``torch.where``, never multiplied by a 0/1 mask, since NaN × 0 is NaN).
+Updates are in place over the whole buffer (no fresh allocations per step). A member whose
+``active`` flag is False gets no update at all: its rows of the parameters and moments are saved
+before and put back after, so they stay bitwise as they were, even when its gradient is NaN or
+inf, and its step count does not move.
 
 Per-member scalars (``1 - lr*wd``, ``lr/bc1``, ``sqrt(bc2)``) are computed in float64 and rounded
 to the parameter dtype, as torch does with its Python-float scalars.
@@ -40,20 +41,31 @@ def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def _commit(active: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-    """Apply ``(current, updated)`` pairs to the active members; returns the tensors to keep.
+class _Frozen:
+    """Rows of inactive members, saved before an in-place update and put back after it.
 
-    The first tensor of the first pair (the parameters) is always written in place: it is viewed
-    by the model. On the CPU, when every member is active, the others are simply replaced by
-    their updates (checking costs nothing there; on an accelerator it would cost a sync).
+    The optimizers update the whole buffer in place (no fresh allocations per step), so an
+    inactive member's row is restored bitwise afterwards, even when its gradient was NaN or inf.
+    On the CPU only the inactive rows are copied (checking who is inactive costs nothing there);
+    on an accelerator whole tensors are kept and selected, to avoid a device sync.
     """
-    if active.device.type == "cpu" and bool(active.all()):
-        pairs[0][0].copy_(pairs[0][1])
-        return [pairs[0][0]] + [updated for _, updated in pairs[1:]]
-    keep = _column(active, pairs[0][0])
-    for current, updated in pairs:
-        current.copy_(torch.where(keep, updated, current))
-    return [current for current, _ in pairs]
+
+    def __init__(self, active: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+        self.tensors = tensors
+        self.on_cpu = active.device.type == "cpu"
+        if self.on_cpu:
+            self.index = (~active).nonzero().squeeze(1)
+            self.saved = [t.index_select(0, self.index) for t in tensors] if len(self.index) else []
+        else:
+            self.keep = _column(active, tensors[0])
+            self.saved = [t.clone() for t in tensors]
+
+    def restore(self) -> None:
+        for tensor, saved in zip(self.tensors, self.saved):
+            if self.on_cpu:
+                tensor.index_copy_(0, self.index, saved)
+            else:
+                tensor.copy_(torch.where(self.keep, tensor, saved))
 
 
 def _scalars(lr: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -78,6 +90,8 @@ class BatchedAdamW:
         self.exp_avg = torch.zeros_like(params)
         self.exp_avg_sq = torch.zeros_like(params)
         self.steps = torch.zeros(params.shape[0], dtype=torch.float64, device=params.device)
+        self._denom = torch.empty_like(params)
+        self._delta = torch.empty_like(params)
 
     @torch.no_grad()
     def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
@@ -86,17 +100,17 @@ class BatchedAdamW:
         lr = _scalars(lr, p)
         steps = torch.where(active, self.steps + 1, self.steps)
         counted = steps.clamp(min=1)  # inactive members that never stepped: any finite value
-        decay = _column((1 - lr * self.weight_decay).to(dtype), p)
         neg_step_size = _column((-(lr / (1 - self.beta1**counted))).to(dtype), p)
         bc2_sqrt = _column(((1 - self.beta2**counted) ** 0.5).to(dtype), p)
 
-        exp_avg = self.exp_avg.lerp(grads, 1 - self.beta1)
-        exp_avg_sq = (self.exp_avg_sq * self.beta2).addcmul_(grads, grads, value=1 - self.beta2)
-        denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(self.eps)
-        updated = (p * decay).add_(exp_avg * neg_step_size / denom)
-
-        self.exp_avg, self.exp_avg_sq = _commit(active, [(p, updated), (self.exp_avg, exp_avg),
-                                                         (self.exp_avg_sq, exp_avg_sq)])[1:]
+        frozen = _Frozen(active, [p, self.exp_avg, self.exp_avg_sq])
+        if self.weight_decay:  # without decay the factor is exactly 1
+            p.mul_(_column((1 - lr * self.weight_decay).to(dtype), p))
+        self.exp_avg.lerp_(grads, 1 - self.beta1)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(grads, grads, value=1 - self.beta2)
+        denom = torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(self.eps)
+        p.add_(torch.mul(self.exp_avg, neg_step_size, out=self._delta).div_(denom))
+        frozen.restore()
         self.steps = steps
 
 
@@ -119,11 +133,12 @@ class BatchedSGD:
         """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
         p = self.params
         neg_lr = _column((-_scalars(lr, p)).to(p.dtype), p)
+        frozen = _Frozen(active, [p] if self.buffer is None else [p, self.buffer])
         direction = grads.add(p, alpha=self.weight_decay) if self.weight_decay else grads
         if self.buffer is not None:
-            direction = (self.buffer * self.momentum).add_(direction)
-            self.buffer = _commit(active, [(self.buffer, direction)])[0]
-        _commit(active, [(p, p + direction * neg_lr)])
+            direction = self.buffer.mul_(self.momentum).add_(direction)
+        p.add_(direction * neg_lr)
+        frozen.restore()
 
 
 OPTIMIZERS = ("adamw", "sgd")

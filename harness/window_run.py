@@ -1,4 +1,8 @@
-"""One window's work: scale on its train rows, train all members in one batched pass, predict.
+"""Windows' work: scale on each window's train rows, train all members in one batched pass, predict.
+
+:func:`run_chunk` trains a chunk of independent (``fresh``) windows together, all windows ×
+schedules × seeds members in one stack; chained boundary policies run window by window
+(:func:`run_window`), each window's schedules × seeds still in one stack.
 
 Everything fitted here (feature and target scalers, the baseline, the networks and their
 early-stopping choices) sees only the window's train rows; the test slice is used once, to predict.
@@ -15,6 +19,12 @@ import pandas as pd
 
 from harness.config import Config
 from harness.errors import HarnessError
+
+# Training memory (bytes) one chunk of independent windows may take (harness.engine.chunk_windows).
+# On a CPU a bigger stack stops paying off once a step's tensors outgrow the caches and the
+# allocator's reuse range (32 MiB, harness.trainer.reuse_freed_memory): 8 to 64 windows of the
+# default config train equally fast per window, all 202 in one stack 2-5x slower. 512 MiB is ~60.
+STACK_MEMORY_BUDGET = 512 * 2**20
 
 
 @dataclass
@@ -66,6 +76,8 @@ class WindowResult:
     ``next_predictions`` are this window's models' predictions on the *next* window's test inputs
     (``[members, n_next]``), so churn needs no model to travel between windows: window k's churn
     compares them with window k+1's own predictions. They are never used for anything else.
+    ``seconds`` is the wall time of the window's work; windows trained together in one stack each
+    count an equal share of the joint training.
     """
 
     index: int
@@ -80,7 +92,12 @@ class WindowResult:
 
 @dataclass
 class Chunk:
-    """Windows trained by one job: independent windows (``fresh``) or a chained sequence."""
+    """Windows trained by one job, a self-contained (picklable) unit of work.
+
+    ``fresh`` windows are independent: a chunk of them trains in one stack. Chained boundary
+    policies (``warm_restart``, ``warm_continue``) need each window's weights for the next, so
+    their chunk is a sequence trained window after window.
+    """
 
     windows: list[Window]
     next_test_rows: dict[int, np.ndarray]  # window index -> test rows of the window after it
@@ -88,42 +105,98 @@ class Chunk:
 
 def run_chunk(config: Config, strategy: Any, table: Any, chunk: Chunk, sizes: list[int],
               previous: Fitted | None = None, keep_fitted: bool = False) -> list[WindowResult]:
-    """Train a chunk's windows in order; chained boundary policies pass each window's weights on."""
+    """Train a chunk's windows; one result per window, in the chunk's order.
+
+    ``fresh``: all windows × schedules × seeds members in one stack, each member reading its own
+    window's (own-scaled) rows; the numbers are bitwise those of :func:`run_window` one window at
+    a time. Chained policies: window after window (each window's members still in one stack),
+    each starting from the previous window's weights (``previous`` for the first).
+    ``fitted`` is kept on the results for chained policies or with ``keep_fitted``.
+    """
+    if config.training.boundary == "fresh":
+        return _run_together(config, strategy, table, chunk, keep_fitted)
     results = []
     for window in chunk.windows:
         result = run_window(config, strategy, table, window, previous, sizes, chunk.next_test_rows.get(window.index))
         previous = result.fitted
-        if not keep_fitted and config.training.boundary == "fresh":
-            result.fitted = None
         results.append(result)
     return results
 
 
 def run_window(config: Config, strategy: Any, table: Any, window: Window, previous: Fitted | None,
                sizes: list[int], next_test_rows: np.ndarray | None = None) -> WindowResult:
-    """Train all members on one window's train rows and predict its test rows."""
-    from harness.trainer import train
+    """Train all members on one window's train rows and predict its test rows.
+
+    With a chained boundary policy and a ``previous`` window, its members start from
+    ``previous``'s weights (and ``warm_continue`` takes window k's slice of a schedule spanning
+    all windows, from ``sizes``, the steps per window).
+    """
+    from harness.trainer import train_windows
 
     started = time.perf_counter()
     training = config.training
-    fit_rows, val_rows = split_validation(window.train_rows, training.validation)
-    X = table.X.to_numpy(dtype=np.float64)
-    y = strategy.target_transform(table.y.to_numpy(dtype=np.float64))
-    x_scaler = Scaler.fit(X[window.train_rows])
-    y_scaler = Scaler.fit(y[window.train_rows])
-    warm = training.boundary != "fresh" and previous is not None
-    result = train(
-        x_scaler.transform(X[fit_rows]), y_scaler.transform(y[fit_rows]),
-        x_scaler.transform(X[val_rows]) if len(val_rows) else None,
-        y_scaler.transform(y[val_rows]) if len(val_rows) else None,
+    X, y = _arrays(strategy, table)
+    init = previous.result if training.boundary != "fresh" and previous is not None else None
+    tables = continued_lr_tables(config, window.index, sizes) if training.boundary == "warm_continue" else None
+    data, x_scaler, y_scaler = _prepare(config, X, y, window, init, tables)
+    result = train_windows([data], **train_settings(config))[0]
+    return _finish(strategy, table, X, window, Fitted(result, x_scaler, y_scaler), next_test_rows, started)
+
+
+def _run_together(config: Config, strategy: Any, table: Any, chunk: Chunk, keep_fitted: bool) -> list[WindowResult]:
+    """Independent windows in one stack; training time is shared out evenly between them."""
+    from harness.trainer import train_windows
+
+    started = time.perf_counter()
+    X, y = _arrays(strategy, table)
+    prepared = [_prepare(config, X, y, window) for window in chunk.windows]
+    trained = train_windows([data for data, _, _ in prepared], **train_settings(config))
+    share = (time.perf_counter() - started) / len(chunk.windows)
+    results = []
+    for window, (_, x_scaler, y_scaler), result in zip(chunk.windows, prepared, trained):
+        began = time.perf_counter() - share  # its seconds: a share of the joint training, then its own predictions
+        outcome = _finish(strategy, table, X, window, Fitted(result, x_scaler, y_scaler),
+                          chunk.next_test_rows.get(window.index), began)
+        if not keep_fitted:
+            outcome.fitted = None
+        results.append(outcome)
+    return results
+
+
+def train_settings(config: Config) -> dict[str, Any]:
+    """The config's training settings as keyword arguments of ``harness.trainer.train_windows``."""
+    training = config.training
+    return dict(
         model=config.model.model_dump(), schedules=config.schedules, seeds=training.seeds,
         epochs=training.epochs, batch_size=training.batch_size, lr=training.lr,
         optimizer=training.optimizer, weight_decay=training.weight_decay, momentum=training.momentum,
         grad_clip=training.grad_clip, patience=training.patience, seed=training.seed,
-        init_state=previous.result if warm else None,
-        lr_tables=continued_lr_tables(config, window.index, sizes) if training.boundary == "warm_continue" else None,
     )
-    fitted = Fitted(result, x_scaler, y_scaler)
+
+
+def _arrays(strategy: Any, table: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The table's features and (strategy-transformed) targets as float64 arrays."""
+    return table.X.to_numpy(dtype=np.float64), strategy.target_transform(table.y.to_numpy(dtype=np.float64))
+
+
+def _prepare(config: Config, X: np.ndarray, y: np.ndarray, window: Window, init_state: Any = None,
+             lr_tables: np.ndarray | None = None) -> tuple[Any, Scaler, Scaler]:
+    """A window's training data, scaled by scalers fitted on its train rows only."""
+    from harness.trainer import WindowData
+
+    fit_rows, val_rows = split_validation(window.train_rows, config.training.validation)
+    x_scaler = Scaler.fit(X[window.train_rows])
+    y_scaler = Scaler.fit(y[window.train_rows])
+    validation = (x_scaler.transform(X[val_rows]), y_scaler.transform(y[val_rows])) if len(val_rows) else (None, None)
+    data = WindowData(x_scaler.transform(X[fit_rows]), y_scaler.transform(y[fit_rows]), *validation,
+                      init_state=init_state, lr_tables=lr_tables)
+    return data, x_scaler, y_scaler
+
+
+def _finish(strategy: Any, table: Any, X: np.ndarray, window: Window, fitted: Fitted,
+            next_test_rows: np.ndarray | None, started: float) -> WindowResult:
+    """Predict a trained window's test rows (and the next window's), as tidy frames."""
+    result = fitted.result
     test = take(table, window.test_rows)
     preds = _in_target_units(strategy, fitted, X[window.test_rows])
     baseline = np.asarray(strategy.baseline(take(table, window.train_rows), test), dtype=np.float64)
