@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RAY    := $(VENV)/.installed-ray
 
 .PHONY: run test setup clean-venv
 
@@ -16,10 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The tests also cover the Ray executor: the optional `ray` extra, installed for them only.
+$(RAY): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	touch $(RAY)
+
 run: $(STAMP)
 	$(BIN)/harness run
 
-test: $(STAMP)
+test: $(RAY)
 	$(BIN)/python -m pytest
 
 clean-venv:

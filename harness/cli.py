@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run, many=True)
     run.add_argument("--tracking-uri", help="MLflow store (a folder or URI); overrides tracking.uri")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--rerun", action="store_true",
+                     help="run again even if this backtest (same config, data and code) already finished "
+                     "or was interrupted; by default a finished one is reported and an interrupted one resumed")
     run.set_defaults(handler=_cmd_run)
 
     plan = commands.add_parser(
@@ -99,17 +103,28 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_argument("--log", action="store_true", help="log-scale LR axis")
     schedules.set_defaults(handler=_cmd_schedules)
 
-    bench = commands.add_parser("bench", help="measure the batched trainer against a plain torch loop")
+    bench = commands.add_parser(
+        "bench", help="measure the batched trainer against a plain torch loop",
+        description="Without --windows: one window's members (schedules x seeds), batched vs a plain torch "
+        "loop. With --windows N: the walk-forward workload (N rolling windows of S&P 500 returns, 3 schedules x "
+        "--seeds members each) trained three ways: a plain torch loop per member, each window's members "
+        "stacked (windows in turn), and all windows' members in one stack.",
+    )
+    bench.add_argument("--windows", type=int, help="measure the walk-forward workload over N windows")
     bench.add_argument("--members", type=int, default=15, help="members (schedules x seeds), default 15")
-    bench.add_argument("--rows", type=int, default=756, help="training rows per window, default 756")
+    bench.add_argument("--seeds", type=int, default=2, help="--windows: seeds per schedule, default 2")
+    bench.add_argument("--rows", type=int, help="training rows per window, default 756 (--windows: 504)")
     bench.add_argument("--features", type=int, default=20, help="input features, default 20")
     bench.add_argument("--epochs", type=int, default=20, help="epochs, default 20")
-    bench.add_argument("--batch-size", type=int, default=128, help="batch size, default 128")
+    bench.add_argument("--batch-size", type=int, help="batch size, default 128 (--windows: 64)")
     bench.add_argument("--repeats", type=int, default=3, help="timed repeats (medians), default 3")
     bench.add_argument("--threads", type=int, default=1, help="torch threads, default 1")
-    bench.add_argument("--scale", action="store_true", help="also measure cost as members and rows grow")
+    bench.add_argument("--scale", action="store_true",
+                       help="also measure cost as members and rows grow, and whole backtests as windows, members "
+                       "and rows double, local against process (harness.bench_scale)")
     bench.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     bench.set_defaults(handler=_cmd_bench)
+    _select_parser(commands)
     return parser
 
 
@@ -154,19 +169,28 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.engine import run_and_log
+    from harness.engine import Interrupted, run_and_log
 
     paths = args.config or [None]
     configs = [_load(args, path) for path in paths]  # every file is validated before any training
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops like Ctrl-C: the run ends KILLED, resumable
     outcomes = []
     for config in configs:
-        outcomes.append(run_and_log(config, progress=not args.no_progress))
+        try:
+            outcomes.append(run_and_log(config, progress=not args.no_progress, rerun=args.rerun))
+        except Interrupted as stop:
+            print(f"harness: {stop}", file=sys.stderr)
+            return 130
         print(outcomes[-1].render())
     if len(outcomes) > 1:
         from harness.engine import batch_summary
 
         print("\n" + batch_summary(outcomes))
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _cmd_schedules(args: argparse.Namespace) -> int:
@@ -193,23 +217,116 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from harness import bench
 
-    for name in ("members", "rows", "features", "epochs", "batch_size", "repeats", "threads"):
+    windowed = args.windows is not None
+    args.rows = args.rows if args.rows is not None else (504 if windowed else 756)
+    args.batch_size = args.batch_size if args.batch_size is not None else (64 if windowed else 128)
+    names = ("windows", "seeds") if windowed else ("members",)
+    for name in (*names, "rows", "features", "epochs", "batch_size", "repeats", "threads"):
         if getattr(args, name) <= 0:
             raise HarnessError(f"--{name.replace('_', '-')}: must be > 0, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
-    figures = bench.bench_members(
-        n_members=args.members, rows=args.rows, features=args.features,
-        epochs=args.epochs, batch_size=args.batch_size, repeats=args.repeats,
-    )
+    sizes = dict(rows=args.rows, features=args.features, epochs=args.epochs, batch_size=args.batch_size,
+                 repeats=args.repeats)
+    if windowed:
+        figures = bench.bench_windows(n_windows=args.windows, seeds=args.seeds, **sizes)
+        print(bench.format_windows_report(figures))
+    else:
+        figures = bench.bench_members(n_members=args.members, **sizes)
+        if args.scale:
+            figures["scaling"] = bench.bench_scaling(n_members=args.members, **sizes)
+        print(bench.format_report(figures))
     if args.scale:
-        figures["scaling"] = bench.bench_scaling(
-            n_members=args.members, rows=args.rows, features=args.features,
-            epochs=args.epochs, batch_size=args.batch_size, repeats=args.repeats,
-        )
-    print(bench.format_report(figures))
+        from harness.bench_scale import bench_scale, format_scale
+
+        figures["end_to_end"] = bench_scale(repeats=args.repeats)
+        print("\n" + format_scale(figures["end_to_end"]))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
     return 0
+
+
+# --- harness select ------------------------------------------------------------------------------
+
+
+def _select_parser(commands: Any) -> None:
+    select = commands.add_parser(
+        "select",
+        help="choose the production schedule of a finished backtest with statistics, and register it",
+        description="Rank the schedules of a finished backtest with Diebold-Mariano tests, the Model Confidence "
+        "Set, bootstrap intervals and the probability of backtest overfitting; pick one by the rule "
+        "(selection.rule); print the report and log it (selection.md, PNGs, tag selected_schedule) to the "
+        "backtest's parent run. With --register, retrain the chosen schedule on the most recent train window "
+        "and register the seed ensemble in the MLflow model registry with the alias 'champion'.",
+    )
+    select.add_argument("experiment", metavar="EXPERIMENT",
+                        help="experiment name (its newest finished backtest) or a backtest's parent run id")
+    select.add_argument("--tracking-uri",
+                        help="MLflow store (a folder or URI); default $MLFLOW_TRACKING_URI, else ./mlruns")
+    select.add_argument("--register", metavar="NAME", help="register the production model under NAME (alias champion)")
+    select.add_argument("--metric", help="override selection.metric of the logged config (e.g. rmse, mae, qlike)")
+    select.add_argument("--alpha", type=float, help="override selection.alpha (MCS size, interval level 1 - alpha)")
+    select.add_argument("--rule", help="override selection.rule: mcs_stable | best_pooled | best_worst_window")
+    select.set_defaults(handler=_cmd_select)
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from harness import selection, tracking
+    from harness.selection_plots import write_report
+
+    if args.register is not None:
+        tracking.check_model_name(args.register)
+    store = tracking.resolve_store(args.tracking_uri)
+    loaded = tracking.load_backtest(store, args.experiment)
+    overrides = {"metric": args.metric, "alpha": args.alpha, "rule": args.rule}
+    report, config = selection.select_from_logged(loaded, overrides)
+    print(report.markdown(), flush=True)
+    if args.register is not None:
+        registered = _register(store, config, report, args.register)
+        print("## Production model\n\n" + "\n".join(report.production))
+        print(f"load it with mlflow.pytorch.load_model(\"{registered.uri}\") "
+              f"(tracking uri {store.tracking_uri})")
+    with tempfile.TemporaryDirectory(prefix="harness-select-") as folder:
+        files = write_report(report, folder)
+        tracking.log_selection(store, report.run_id, folder, report.tags())
+    print(f"\nlogged {', '.join(path.name for path in files)} and tag selected_schedule={report.selected} "
+          f"to parent run {report.run_id}")
+    print(selection.selection_summary(report))
+    return 0
+
+
+EXAMPLE_ROWS = 64  # rows of the logged input example (the round-trip check uses every test row)
+
+
+def _register(store: Any, config: Any, report: Any, name: str) -> Any:
+    """Retrain the selected schedule on the last train window, register it, and check the round trip."""
+    import numpy as np
+    import torch
+
+    from harness import tracking
+    from harness.production import train_production
+
+    production = train_production(config, report.selected)
+    registered = tracking.register_model(
+        store, config.experiment, production.model, name=name, input_example=production.example[:EXAMPLE_ROWS],
+        run_name=f"production-{name}", params=production.params(),
+        tags={"source_backtest": report.run_id, "selected_schedule": report.selected,
+              "strategy": config.strategy.name},
+    )
+    loaded = tracking.load_registered_model(store, name, registered.alias)
+    with torch.no_grad():
+        again = loaded(torch.as_tensor(production.example)).numpy()
+    gap = float(np.max(np.abs(again - production.expected)))
+    if not gap <= 1e-6:
+        raise RuntimeError(f"the registered model's predictions differ from the harness's by {gap:.3g}")
+    report.production = production.describe() + [
+        f"- registered as `{name}` version {registered.version}, alias `{registered.alias}` "
+        f"(run `{registered.run_id}`); `mlflow.pytorch.load_model(\"{registered.uri}\")` reproduces the "
+        f"harness's predictions on window {production.window}'s {len(production.expected)} test rows "
+        f"(max abs difference {gap:.1e})",
+    ]
+    return registered
 
 
 if __name__ == "__main__":  # pragma: no cover

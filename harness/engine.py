@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from harness.config import Config
 from harness.errors import HarnessError
-from harness.window_run import Chunk, Window, WindowResult, churn_frame, run_chunk, steps_per_window
+from harness.window_run import Chunk, Window, WindowResult, churn_frame, steps_per_window
 from harness.windows import WalkForward
+
+if TYPE_CHECKING:
+    from harness.resume import Checkpoint
 
 log = logging.getLogger("harness.engine")
 
@@ -134,13 +138,41 @@ def cut_windows(config: Config, row_dates: pd.DatetimeIndex) -> list[Window]:
     ]
 
 
-def chunk_windows(config: Config, windows: list[Window]) -> list[Chunk]:
-    """Jobs of windows: with ``fresh`` every window is independent (one chunk each here);
-    chained boundary policies need the previous window's weights, so they form one sequence."""
+def chunk_windows(config: Config, windows: list[Window], *, n_features: int = 32,
+                  memory_budget: int | None = None) -> list[Chunk]:
+    """Jobs of windows, each a self-contained :class:`Chunk` for ``run_chunk``.
+
+    ``fresh``: every window is independent, so consecutive windows share a chunk, trained in one
+    stack, as many as fit ``memory_budget`` bytes (default
+    :data:`harness.window_run.STACK_MEMORY_BUDGET`) by :func:`harness.trainer.training_bytes`
+    (model, batch size, ``n_features`` and each window's rows); every window when they fit, and
+    at least one window per chunk. Chained boundary policies need the previous window's weights,
+    so they form one sequence.
+    """
+    from harness.trainer import training_bytes
+    from harness.window_run import STACK_MEMORY_BUDGET
+
     following = {a.index: b.test_rows for a, b in zip(windows, windows[1:])}
     if config.training.boundary != "fresh":
         return [Chunk(list(windows), following)]
-    return [Chunk([w], {w.index: following[w.index]} if w.index in following else {}) for w in windows]
+    budget = STACK_MEMORY_BUDGET if memory_budget is None else memory_budget
+    members = len(config.schedules) * config.training.seeds
+    model, batch_size = config.model.model_dump(), config.training.batch_size
+    row_shape = (n_features,) if config.model.type == "mlp" else (1, n_features)  # table rows are flat
+    needs: dict[int, int] = {}  # by train length: expanding windows differ, rolling ones share one
+    groups: list[list[Window]] = []
+    used = 0
+    for window in windows:
+        n_rows = len(window.train_rows)
+        if n_rows not in needs:
+            needs[n_rows] = training_bytes(model, row_shape, batch_size, n_rows, members)
+        need = needs[n_rows]
+        if not groups or used + need > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(window)
+        used += need
+    return [Chunk(group, {w.index: following[w.index] for w in group if w.index in following}) for group in groups]
 
 
 @dataclass
@@ -163,20 +195,79 @@ class BacktestResult:
 def run_backtest(config: Config, *, prices: pd.DataFrame | None = None, progress: bool = True,
                  keep_fitted: bool = False) -> BacktestResult:
     """Retrain every member in every window, predict each test slice, and collect the frames."""
+    return run_plan(plan(config, prices), progress=progress, keep_fitted=keep_fitted)
+
+
+def run_plan(the_plan: Plan, *, progress: bool = True, keep_fitted: bool = False,
+             checkpoint: Checkpoint | None = None) -> BacktestResult:
+    """Train the plan's windows on ``execution.executor`` and collect the frames.
+
+    Windows already in ``checkpoint`` are taken from it, not retrained; each newly finished chunk
+    is saved to it before the next result is awaited (only this driver process writes).
+    """
+    from harness.executors import Work, open_executor
     from strategies import get_strategy
 
     started = time.perf_counter()
-    the_plan = plan(config, prices)
+    config = the_plan.config
     strategy = get_strategy(config.strategy.name, config.strategy.params)
-    sizes = steps_per_window(config, the_plan.windows)
-    done: list[WindowResult] = []
-    with _progress_bar(config, len(the_plan.windows), progress) as bar:
-        for chunk in chunk_windows(config, the_plan.windows):
-            for outcome in run_chunk(config, strategy, the_plan.table, chunk, sizes, keep_fitted=keep_fitted):
-                done.append(outcome)
-                bar.update(1)
-                bar.set_postfix(members=len(done) * _members(config))
-    return assemble(config, the_plan, strategy, done, time.perf_counter() - started)
+    done: dict[int, WindowResult] = dict(checkpoint.done) if checkpoint else {}
+    work = Work(config, strategy, the_plan.table, steps_per_window(config, the_plan.windows), keep_fitted)
+    chunks = _pending_chunks(config, chunk_windows(config, the_plan.windows), done)
+    chained = config.training.boundary != "fresh"
+    with _progress_bar(config, len(the_plan.windows), progress, initial=len(done)) as bar, \
+            open_executor(config.execution, work, n_jobs=1 if chained else len(chunks)) as executor:
+        for results in _chunk_results(config, chunks, executor, checkpoint):
+            if checkpoint is not None:
+                checkpoint.save(results)
+            for result in results:
+                if not keep_fitted:
+                    result.fitted = None
+                done[result.index] = result
+            bar.update(len(results))
+            bar.set_postfix(members=len(done) * _members(config))
+    return assemble(config, the_plan, strategy, list(done.values()), time.perf_counter() - started)
+
+
+JOB_WINDOWS = 8  # the most windows per job: what a kill can lose, and load balance across workers
+
+
+def _pending_chunks(config: Config, chunks: list[Chunk], done: dict[int, WindowResult]) -> list[Chunk]:
+    """The jobs still to run: the chunks' windows not in ``done``, cut into pieces.
+
+    A member trains to the same bits whichever windows share its stack, so cutting changes no
+    number. Independent (``fresh``) windows go at most :data:`JOB_WINDOWS` to a job and at least
+    two jobs per worker when there are windows enough; chained windows go one per job, in order.
+    """
+    todo = [_restrict(chunk, [w for w in chunk.windows if w.index not in done]) for chunk in chunks]
+    todo = [chunk for chunk in todo if chunk.windows]
+    size = 1
+    if config.training.boundary == "fresh":
+        n_windows, workers = sum(len(chunk.windows) for chunk in todo), config.execution.workers
+        size = max(1, min(JOB_WINDOWS, -(-n_windows // (2 * workers)) if workers > 1 else JOB_WINDOWS))
+    return [_restrict(chunk, chunk.windows[i:i + size]) for chunk in todo for i in range(0, len(chunk.windows), size)]
+
+
+def _restrict(chunk: Chunk, windows: list[Window]) -> Chunk:
+    """``chunk`` narrowed to ``windows`` (a subset of its own)."""
+    return Chunk(windows, {w.index: chunk.next_test_rows[w.index] for w in windows if w.index in chunk.next_test_rows})
+
+
+def _chunk_results(config: Config, chunks: list[Chunk], executor: Any,
+                   checkpoint: Checkpoint | None) -> Iterator[list[WindowResult]]:
+    """Each job's results as it finishes. Independent chunks all go out at once; chained windows
+    go one at a time, each starting from the previous window's members (the checkpoint's after a
+    resume), so every window is saved, with its members, as soon as it is done."""
+    from harness.executors import Job
+
+    if config.training.boundary == "fresh":
+        yield from executor.results([Job(chunk) for chunk in chunks])
+        return
+    previous = checkpoint.state if checkpoint is not None else None
+    for alone in chunks:
+        for results in executor.results([Job(alone, previous)]):
+            previous = results[-1].fitted
+            yield results
 
 
 def assemble(config: Config, the_plan: Plan, strategy: Any, done: list[WindowResult], seconds: float) -> BacktestResult:
@@ -221,11 +312,11 @@ def _members(config: Config) -> int:
     return len(config.schedules) * config.training.seeds
 
 
-def _progress_bar(config: Config, n_windows: int, enabled: bool):
+def _progress_bar(config: Config, n_windows: int, enabled: bool, initial: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(total=n_windows, unit="window", desc=f"{config.experiment}", disable=not enabled,
-                dynamic_ncols=True, mininterval=0.5)
+    return tqdm(total=n_windows, initial=initial, unit="window", desc=f"{config.experiment}",
+                disable=not enabled, dynamic_ncols=True, mininterval=0.5)
 
 
 @dataclass
@@ -253,34 +344,65 @@ def score(result: BacktestResult) -> Scores:
 
 @dataclass
 class Outcome:
-    """What ``harness run`` did: the backtest, its scores, and where MLflow has them."""
+    """What ``harness run`` did: the backtest, its scores, and where MLflow has them.
 
-    result: BacktestResult
-    scores: Scores
+    ``result`` and ``scores`` are None when the same backtest (config, data and code) had already
+    finished in the store as ``parent_run_id``; ``resumed`` counts windows taken from an
+    interrupted run instead of retrained.
+    """
+
+    result: BacktestResult | None
+    scores: Scores | None
     store: Any
     log: Any
+    config: Config | None = None
+    parent_run_id: str = ""
+    resumed: int = 0
 
     def render(self) -> str:
+        ui = f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {self.store.tracking_uri}"
+        if self.result is None or self.scores is None:
+            return "\n".join([
+                f"{self.config.experiment}: this backtest (same config, data and code) already finished as run "
+                f"{self.parent_run_id}; nothing to do (pass --rerun to run it again)",
+                f"see its results: {ui}",
+            ])
         config = self.result.config
         with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.5g}".format):
             table = self.scores.summary.to_string(index=False)
-        ui = (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {self.store.tracking_uri}")
-        return "\n".join([
+        resumed = (f"resumed run {self.parent_run_id}: {self.resumed} windows loaded from the interrupted run, "
+                   f"{self.result.n_windows - self.resumed} trained now" if self.resumed else None)
+        lines = [
             f"{config.experiment}: {self.result.n_windows} windows x {len(config.schedules)} schedules x "
             f"{config.training.seeds} seeds in {self.result.seconds:.1f} s (MLflow logging {self.log.seconds:.1f} s)",
+            *([resumed] if resumed else []),
             "",
             f"ranking by pooled {config.selection.metric} (seed-mean predictions over all out-of-sample windows):",
             table,
             "",
             f"logged to experiment '{config.experiment}', parent run {self.log.parent_run_id}",
             f"compare schedules: {ui}",
-        ])
+        ]
+        return "\n".join(lines)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during ``harness run``: the parent run is ended KILLED; finished windows stay saved."""
+
+    def __init__(self, saved: int, total: int, run_id: str) -> None:
+        super().__init__(f"interrupted: {saved} of {total} windows are saved in run {run_id}; "
+                         "run the same command again to resume")
+        self.saved, self.total, self.run_id = saved, total, run_id
 
 
 def batch_summary(outcomes: list[Outcome]) -> str:
     """One line per backtest of a batch: its best schedule by pooled metric and its parent run."""
     rows = []
     for outcome in outcomes:
+        if outcome.result is None or outcome.scores is None:  # already finished earlier: nothing new to rank
+            rows.append({"experiment": outcome.config.experiment, "best schedule": "(already finished)",
+                         "parent run": outcome.parent_run_id})
+            continue
         config, summary = outcome.result.config, outcome.scores.summary
         metric = f"pooled_{config.selection.metric}"
         best = summary.iloc[0]
@@ -296,25 +418,55 @@ def tracking_uri(config: Config) -> str | None:
     return config.tracking.uri if "uri" in config.tracking.model_fields_set else None
 
 
-def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame | None = None) -> Outcome:
-    """``harness run``: the backtest, its scores, and one MLflow parent run with a child per schedule."""
-    from harness import tracking
-    from harness.schedules import get_schedule
+def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame | None = None,
+                rerun: bool = False) -> Outcome:
+    """``harness run``: the backtest, its scores, and one MLflow parent run with a child per schedule.
+
+    Resumable (``harness.resume``): the parent run opens before training, finished windows are
+    saved into it as they come, and an interrupted run of the same backtest is taken over. If the
+    same backtest already finished, nothing runs (``rerun=True`` starts a new one). The parent
+    ends FINISHED, FAILED on an error, or KILLED on Ctrl-C (raised as :class:`Interrupted`).
+    """
+    from harness import resume, tracking
+    from harness.executors import check_execution
 
     store = tracking.resolve_store(tracking_uri(config))
+    tracking.check_server(store)
     tracking.ensure_experiment(store, config.experiment)  # before any work: a bad store fails fast
-    result = run_backtest(config, prices=prices, progress=progress)
-    scores = score(result)
+    the_plan = plan(config, prices)
+    steps_per_window(config, the_plan.windows)  # refused before any run exists: a window too small to fit,
+    check_execution(config.execution)           # an executor that cannot start
+    tags = run_tags(config, the_plan.data_hash)
+    earlier = resume.find_earlier(store, config.experiment, tags, rerun=rerun)
+    if earlier.finished:
+        return Outcome(None, None, store, None, config=config, parent_run_id=earlier.finished)
+    checkpoint = resume.begin(store, config, tags, earlier, n_windows=len(the_plan.windows),
+                              run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}")
+    resumed = len(checkpoint.done)
+    try:
+        result = run_plan(the_plan, progress=progress, checkpoint=checkpoint)
+        scores = score(result)
+        log_result = tracking.finish_backtest(store, checkpoint.run_id, tags=tags, **_log_payload(config, result, scores))
+    except KeyboardInterrupt:
+        tracking.end_run(store, checkpoint.run_id, "KILLED")
+        raise Interrupted(len(checkpoint.done), len(the_plan.windows), checkpoint.run_id) from None
+    except BaseException:
+        tracking.end_run(store, checkpoint.run_id, "FAILED")
+        raise
+    return Outcome(result, scores, store, log_result, config=config, parent_run_id=checkpoint.run_id, resumed=resumed)
+
+
+def _log_payload(config: Config, result: BacktestResult, scores: Scores) -> dict[str, Any]:
+    """The keyword arguments of ``tracking.finish_backtest`` / ``log_backtest`` for a backtest."""
+    from harness.schedules import get_schedule
+
     specs = {get_schedule(spec).label: {"name": get_schedule(spec).name, **get_schedule(spec).params}
              for spec in config.schedules}
-    log_result = tracking.log_backtest(
-        store, config.experiment, run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}",
-        config=config.model_dump(mode="json"), tags=run_tags(config, result.data_hash),
-        schedule_params=specs, metrics=scores.metrics, seed_mean_metrics=scores.seed_mean_metrics,
-        aggregates=scores.aggregates, predictions=result.predictions, training=result.training,
-        lr_curves=result.lr_curves, summary=scores.summary,
+    return dict(
+        config=config.model_dump(mode="json"), schedule_params=specs, metrics=scores.metrics,
+        seed_mean_metrics=scores.seed_mean_metrics, aggregates=scores.aggregates, predictions=result.predictions,
+        training=result.training, lr_curves=result.lr_curves, summary=scores.summary,
     )
-    return Outcome(result, scores, store, log_result)
 
 
 def run_tags(config: Config, data_hash: str) -> dict[str, str]:

@@ -31,8 +31,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -667,3 +669,299 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ.pop(_PROGRESS_BAR, None)
         else:
             os.environ[_PROGRESS_BAR] = previous
+
+
+# --- resumable backtests (engine.run_and_log): the parent opened first, children logged last ---
+#
+# ``log_backtest`` writes a finished backtest in one go. A resumable one opens its parent run
+# first (RUNNING, config params and identity tags), keeps finished windows in it as artifacts
+# while it runs, and at the end logs the schedules into that same parent (``finish_backtest``).
+
+
+def start_backtest(
+    store: Store, experiment: str, *, run_name: str, config: Mapping[str, Any], tags: Mapping[str, Any]
+) -> str:
+    """Open a backtest's parent run (RUNNING, tag ``kind=backtest``) with the config as params.
+
+    End it with :func:`finish_backtest`, or with :func:`end_run` as FAILED or KILLED.
+    """
+    experiment_id = ensure_experiment(store, experiment)
+    client = _client(store)
+    base_tags = _plain_tags(tags)
+    run_id = client.create_run(
+        experiment_id, run_name=run_name, tags={**_source_tags(base_tags), **base_tags, "kind": "backtest"}
+    ).info.run_id
+    try:
+        _log_batch(client, run_id, params=_flatten(config))
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    return run_id
+
+
+def reopen_run(store: Store, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set an unfinished run back to RUNNING and update ``tags`` (a resumed backtest takes it over)."""
+    client = _client(store)
+    client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    for key, value in _plain_tags(tags).items():
+        client.set_tag(run_id, key, value)
+
+
+def end_run(store: Store, run_id: str, status: str) -> None:
+    """End a run as ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+    _client(store).set_terminated(run_id, status)
+
+
+def save_files(store: Store, run_id: str, folder: str | Path, artifact_path: str) -> None:
+    """Copy the files of local ``folder`` into the run's artifacts under ``artifact_path``."""
+    _client(store).log_artifacts(run_id, str(folder), artifact_path)
+
+
+def fetch_files(store: Store, run_id: str, artifact_path: str, destination: str | Path) -> Path | None:
+    """Download the run's artifact folder ``artifact_path`` into ``destination``; None if it has none."""
+    client = _client(store)
+    if not client.list_artifacts(run_id, artifact_path):
+        return None
+    return _download(client, run_id, artifact_path, Path(destination))
+
+
+def delete_child_runs(store: Store, parent_run_id: str) -> list[str]:
+    """Move every nested run of ``parent_run_id`` to the trash (ending RUNNING ones KILLED first)."""
+    client = _client(store)
+    parent = client.get_run(parent_run_id)
+    children = _search(client, parent.info.experiment_id, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'")
+    for run in children:
+        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        client.delete_run(run.info.run_id)
+    return [run.info.run_id for run in children]
+
+
+def finish_backtest(
+    store: Store,
+    parent_run_id: str,
+    *,
+    config: Mapping[str, Any],
+    tags: Mapping[str, Any],
+    schedule_params: Mapping[str, Mapping[str, Any]],
+    metrics: pd.DataFrame,
+    seed_mean_metrics: pd.DataFrame,
+    aggregates: pd.DataFrame,
+    predictions: pd.DataFrame,
+    training: pd.DataFrame,
+    lr_curves: Mapping[str, np.ndarray],
+    summary: pd.DataFrame,
+    extra_artifacts: Mapping[str, str | Path] | None = None,
+) -> BacktestLog:
+    """Log a backtest's schedules as nested runs of the open parent from :func:`start_backtest`,
+    add the parent's artifacts, and end it FINISHED. Same layout and arguments as :func:`log_backtest`.
+    """
+    started = time.perf_counter()
+    labels = list(schedule_params)
+    extra = dict(extra_artifacts or {})
+    _check_payload(labels, metrics, seed_mean_metrics, aggregates, predictions, training, lr_curves, extra)
+    client = _client(store)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    base_tags = _plain_tags(tags)
+    config_params = _flatten(config)
+    headline = _headline_metric(config, seed_mean_metrics)
+    result = BacktestLog(experiment_id, parent_run_id)
+    for index, label in enumerate(labels):
+        child_tags = {
+            **_source_tags(base_tags), **base_tags, "kind": "schedule", "schedule": label,
+            "schedule_index": str(index), MLFLOW_PARENT_RUN_ID: parent_run_id,
+        }
+        with _run(client, experiment_id, label, child_tags) as child_id:
+            result.child_run_ids[label] = child_id
+            params = {**config_params, **_flatten({"schedule": schedule_params[label]})}
+            _log_batch(client, child_id, params=params, metrics=_schedule_metrics(
+                _rows(seed_mean_metrics, label), _rows(aggregates, label)))
+            with _staging() as folder:
+                _write_schedule_artifacts(
+                    folder, label, headline, _rows(metrics, label), _rows(seed_mean_metrics, label),
+                    _rows(predictions, label), _rows(training, label), lr_curves[label],
+                )
+                client.log_artifacts(child_id, str(folder))
+    with _staging() as folder:
+        _write_parent_artifacts(folder, config, summary, seed_mean_metrics, predictions,
+                                {label: lr_curves[label] for label in labels}, headline, extra)
+        client.log_artifacts(parent_run_id, str(folder))
+    client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _plain_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {str(key): _clip(str(value), MAX_TAG_VALUE) for key, value in tags.items()}
+
+
+# --- model registry (`harness select`: the selection report and the production model) ----------
+
+CHAMPION = "champion"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model version in the registry and the run that logged it; ``uri`` loads it by alias."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    model_uri: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it can be a registered model name (and sit in ``models:/NAME@alias``)."""
+    if not _MODEL_NAME.match(name or ""):
+        raise HarnessError(
+            f"--register {name!r}: a model name starts with a letter, digit or '_' and holds only letters, "
+            "digits, '.', '_' and '-'; choose another, e.g. spx-vol"
+        )
+    return name
+
+
+def log_selection(store: Store, parent_run_id: str, folder: str | Path, tags: Mapping[str, Any]) -> None:
+    """Log the files in ``folder`` (``selection.md`` and its PNGs) to a backtest's parent run and set
+    ``tags`` on it (``selected_schedule``, ...); a later selection replaces them."""
+    client = _client(store)
+    client.log_artifacts(parent_run_id, str(folder))
+    for key, value in tags.items():
+        client.set_tag(parent_run_id, str(key), _clip(str(value), MAX_TAG_VALUE))
+
+
+def register_model(
+    store: Store,
+    experiment: str,
+    model: Any,
+    *,
+    name: str,
+    input_example: np.ndarray,
+    run_name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, Any],
+    alias: str = CHAMPION,
+) -> RegisteredModel:
+    """Log ``model`` (a ``torch.nn.Module``) with ``mlflow.pytorch.log_model`` in a new run of
+    ``experiment``, register it as a new version of ``name`` and point ``alias`` at that version.
+
+    The run is tagged ``kind=production`` (not a backtest, not a child of one). The signature is
+    inferred from ``input_example`` and the model's output on it; the format is MLflow's default
+    ``pt2`` (``torch.export``; loads back as a ``GraphModule``); pip requirements are given
+    explicitly (inferring them costs seconds).
+    """
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    check_model_name(name)
+    example = np.ascontiguousarray(input_example, dtype=np.float64)
+    with torch.no_grad():
+        output = model(torch.as_tensor(example)).numpy()
+    signature = infer_signature(example, output)
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+                    f"numpy=={np.__version__}"]
+    experiment_id = ensure_experiment(store, experiment)
+    client = _client(store)
+    run_tags = {**_source_tags({}), **{str(k): _clip(str(v), MAX_TAG_VALUE) for k, v in tags.items()},
+                "kind": "production"}
+    with _run(client, experiment_id, run_name, run_tags) as run_id:
+        _log_batch(client, run_id, params=_flatten(dict(params)))
+        with _fluent(store):  # the registry resolves a models:/ source through the global URIs too
+            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+                info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
+                                                pip_requirements=requirements)
+            version = _new_version(client, name, info.model_uri, run_id, info.model_id)
+        client.set_registered_model_alias(name, alias, version)
+    return RegisteredModel(name, version, alias, run_id, info.model_uri)
+
+
+def _new_version(client: MlflowClient, name: str, source: str, run_id: str, model_id: str | None) -> str:
+    """Register ``source`` as a new version of ``name`` (created on first use) through the client,
+    which, unlike the fluent ``register_model``, prints nothing."""
+    try:
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name)
+        return str(client.create_model_version(name, source, run_id=run_id, model_id=model_id).version)
+    except MlflowException as exc:
+        raise HarnessError(f"--register {name}: MLflow refused to register the model: {_first_line(exc)}") from None
+
+
+def load_registered_model(store: Store, name: str, alias: str = CHAMPION) -> Any:
+    """``mlflow.pytorch.load_model("models:/NAME@alias")`` from ``store``."""
+    import mlflow.pytorch
+
+    with _fluent(store):
+        try:
+            return mlflow.pytorch.load_model(f"models:/{name}@{alias}")
+        except MlflowException as exc:
+            raise HarnessError(f"no model '{name}@{alias}' in {store.tracking_uri}: {_first_line(exc)}") from None
+
+
+def alias_version(store: Store, name: str, alias: str = CHAMPION) -> str:
+    """The version ``alias`` points at (``get_model_version_by_alias``: on SQLite,
+    ``search_model_versions`` returns versions without their aliases)."""
+    try:
+        return str(_client(store).get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        raise HarnessError(f"no model '{name}@{alias}' in {store.tracking_uri}: {_first_line(exc)}") from None
+
+
+@contextmanager
+def _fluent(store: Store) -> Iterator[None]:
+    """MLflow's fluent API (``log_model``, ``load_model``) pointed at ``store``, then put back.
+
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` also write ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` into the environment, and an explicitly set registry URI stops following
+    the tracking URI; so the module globals and both variables are restored as they were (unset
+    included), not set to their previous values.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    environment = {name: os.environ.get(name) for name in names}
+    tracking_uri, registry_uri = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(store.tracking_uri)
+    mlflow.set_registry_uri(store.tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(tracking_uri)  # also resets the trace exporter bound to the URI
+        registry_utils._registry_uri = registry_uri
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_server(store: Store, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when an ``http(s)`` tracking server does not answer.
+
+    MLflow's client retries an unreachable server for minutes before it gives up.
+    """
+    parts = urllib.parse.urlsplit(store.tracking_uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise HarnessError(
+            f"tracking server {store.tracking_uri} does not answer ({exc.strerror or exc}); start it "
+            "(mlflow server ...) or choose another store with tracking.uri or --tracking-uri"
+        ) from None
