@@ -140,6 +140,8 @@ def _config_args(parser: argparse.ArgumentParser, many: bool = False) -> None:
 
 
 def _load(args: argparse.Namespace, path: str | None = None):
+    """The config at ``path`` (``harness run``'s files, one at a time), else ``args.config`` (a single
+    file or None for the default config), with ``--set`` and ``--tracking-uri`` applied."""
     from harness.config import load_config
 
     overrides: dict[str, Any] = {}
@@ -153,7 +155,9 @@ def _load(args: argparse.Namespace, path: str | None = None):
             raise HarnessError(f"--set {item!r}: VALUE is not valid YAML") from None
     if getattr(args, "tracking_uri", None):
         overrides["tracking.uri"] = args.tracking_uri
-    return load_config(path if path is not None else args.config, overrides)
+    if path is None and not isinstance(args.config, list):
+        path = args.config
+    return load_config(path, overrides)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -270,10 +274,8 @@ def _select_parser(commands: Any) -> None:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    import tempfile
-
     from harness import selection, tracking
-    from harness.selection_plots import write_report
+    from harness.selection_plots import log_report
 
     if args.register is not None:
         tracking.check_model_name(args.register)
@@ -287,10 +289,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
         print("## Production model\n\n" + "\n".join(report.production))
         print(f"load it with mlflow.pytorch.load_model(\"{registered.uri}\") "
               f"(tracking uri {store.tracking_uri})")
-    with tempfile.TemporaryDirectory(prefix="harness-select-") as folder:
-        files = write_report(report, folder)
-        tracking.log_selection(store, report.run_id, folder, report.tags())
-    print(f"\nlogged {', '.join(path.name for path in files)} and tag selected_schedule={report.selected} "
+    files = log_report(store, report)
+    print(f"\nlogged {', '.join(files)} and tag selected_schedule={report.selected} "
           f"to parent run {report.run_id}")
     print(selection.selection_summary(report))
     return 0

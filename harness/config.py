@@ -7,6 +7,7 @@ Every field has a default, so an empty file is valid. Unknown keys and wrong typ
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -50,6 +51,12 @@ class DataConfig(_Section):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        """YAML reads an unquoted ``2013-06-01`` as a date: keep it as its ISO string."""
+        return value.isoformat() if isinstance(value, (datetime.date, datetime.datetime)) else value
 
 
 class StrategyConfig(_Section):

@@ -8,9 +8,11 @@ the windows, groups them into chunks, runs the chunks and assembles the tidy fra
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -213,7 +215,8 @@ def run_plan(the_plan: Plan, *, progress: bool = True, keep_fitted: bool = False
     strategy = get_strategy(config.strategy.name, config.strategy.params)
     done: dict[int, WindowResult] = dict(checkpoint.done) if checkpoint else {}
     work = Work(config, strategy, the_plan.table, steps_per_window(config, the_plan.windows), keep_fitted)
-    chunks = _pending_chunks(config, chunk_windows(config, the_plan.windows), done)
+    chunks = _pending_chunks(config, chunk_windows(config, the_plan.windows, n_features=the_plan.table.X.shape[1]),
+                             done)
     chained = config.training.boundary != "fresh"
     with _progress_bar(config, len(the_plan.windows), progress, initial=len(done)) as bar, \
             open_executor(config.execution, work, n_jobs=1 if chained else len(chunks)) as executor:
@@ -358,6 +361,7 @@ class Outcome:
     config: Config | None = None
     parent_run_id: str = ""
     resumed: int = 0
+    selection: str = ""
 
     def render(self) -> str:
         ui = f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {self.store.tracking_uri}"
@@ -382,6 +386,7 @@ class Outcome:
             "",
             f"logged to experiment '{config.experiment}', parent run {self.log.parent_run_id}",
             f"compare schedules: {ui}",
+            *(["", self.selection] if self.selection else []),
         ]
         return "\n".join(lines)
 
@@ -446,14 +451,57 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
     try:
         result = run_plan(the_plan, progress=progress, checkpoint=checkpoint)
         scores = score(result)
-        log_result = tracking.finish_backtest(store, checkpoint.run_id, tags=tags, **_log_payload(config, result, scores))
+        with tempfile.TemporaryDirectory(prefix="harness-figures-") as folder:
+            log_result = tracking.finish_backtest(store, checkpoint.run_id, tags=tags,
+                                                  extra_artifacts=_strategy_figures(result, folder),
+                                                  **_log_payload(config, result, scores))
     except KeyboardInterrupt:
         tracking.end_run(store, checkpoint.run_id, "KILLED")
         raise Interrupted(len(checkpoint.done), len(the_plan.windows), checkpoint.run_id) from None
     except BaseException:
         tracking.end_run(store, checkpoint.run_id, "FAILED")
         raise
-    return Outcome(result, scores, store, log_result, config=config, parent_run_id=checkpoint.run_id, resumed=resumed)
+    return Outcome(result, scores, store, log_result, config=config, parent_run_id=checkpoint.run_id,
+                   resumed=resumed, selection=select_and_log(store, result, scores, checkpoint.run_id))
+
+
+def select_and_log(store: Any, result: BacktestResult, scores: Scores, run_id: str) -> str:
+    """The selection of ``harness select`` on a finished backtest: its report and figures logged to
+    the parent run (tag ``selected_schedule``), its summary returned for the end of ``harness run``.
+
+    The backtest is already FINISHED and saved; a selection that cannot be made (say, too few
+    out-of-sample rows for the tests) is reported as a line, not raised.
+    """
+    from harness.selection import select_from_result, selection_summary
+    from harness.selection_plots import log_report
+
+    try:
+        report = select_from_result(result, scores, run_id=run_id)
+        log_report(store, report)
+    except HarnessError as error:
+        return f"selection: not made ({error}); the backtest itself is complete"
+    return (f"{selection_summary(report)}\n"
+            f"full report (DM tests, confidence set, intervals, PBO): harness select {result.config.experiment}")
+
+
+def _strategy_figures(result: BacktestResult, folder: str) -> dict[str, str]:
+    """The strategy's own figures for the parent run: ``equity.png`` when it has a trading view."""
+    from harness.figures import plot_equity
+
+    curves = equity_curves(result)
+    return {"equity.png": str(plot_equity(curves, Path(folder) / "equity.png"))} if curves else {}
+
+
+def equity_curves(result: BacktestResult) -> dict[str, pd.Series]:
+    """Each schedule's equity curve over all out-of-sample windows, from its seed-mean predictions,
+    for strategies with a trading view (an ``equity(pred, test)`` method); else empty."""
+    from harness import metrics as M
+
+    if not callable(getattr(result.strategy, "equity", None)):
+        return {}
+    mean = M.seed_mean(result.predictions, result.training)
+    return {label: result.strategy.equity(rows["prediction"].to_numpy(), M.test_table(result.table, rows))
+            for label, rows in mean.groupby("schedule", sort=False)}
 
 
 def _log_payload(config: Config, result: BacktestResult, scores: Scores) -> dict[str, Any]:

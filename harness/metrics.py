@@ -74,7 +74,7 @@ def window_metrics(pred: pd.DataFrame, strategy: Strategy, table: Table | None =
     tables: dict = {}
     for (window, schedule, seed), group in live.groupby(MEMBER, sort=False):
         if window not in tables:
-            tables[window] = _test_table(table, group)
+            tables[window] = test_table(table, group)
         values = member_metrics(strategy, group, tables[window])
         rows.extend((window, schedule, seed, name, value) for name, value in values.items())
     return pd.DataFrame(rows, columns=[*MEMBER, "metric", "value"]).astype({"value": np.float64})
@@ -137,7 +137,7 @@ def aggregate_metrics(pred: pd.DataFrame, wm: pd.DataFrame, training: pd.DataFra
     rows = []
     for schedule in schedules:
         own = means[means["schedule"] == schedule]
-        pooled = member_metrics(strategy, own, _test_table(table, own)) if len(own) else {}
+        pooled = member_metrics(strategy, own, test_table(table, own)) if len(own) else {}
         for m in metrics:
             values = _window_values(window_mean, schedule, m)
             rows += [
@@ -264,7 +264,7 @@ def _diverged_members(training: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(flagged[MEMBER])
 
 
-def _test_table(table: Table | None, frame: pd.DataFrame) -> Table:
+def test_table(table: Table | None, frame: pd.DataFrame) -> Table:
     """The strategy table's rows behind ``frame`` (one window's, or several windows' in window order).
 
     Test slices hold whole dates in table order, so a window's rows are the table rows on its

@@ -31,6 +31,19 @@ def write_report(report: SelectionReport, folder: str | Path) -> list[Path]:
     return [markdown, *plot_selection(report, folder)]
 
 
+def log_report(store: object, report: SelectionReport) -> list[str]:
+    """Write the report into a temporary folder and log it to the backtest's parent run (with the
+    ``selected_schedule`` tags); return the logged file names."""
+    import tempfile
+
+    from harness import tracking
+
+    with tempfile.TemporaryDirectory(prefix="harness-select-") as folder:
+        files = write_report(report, folder)
+        tracking.log_selection(store, report.run_id, folder, report.tags())
+    return [path.name for path in files]
+
+
 def plot_selection(report: SelectionReport, folder: str | Path) -> list[Path]:
     """Write both figures into ``folder``; return their paths."""
     folder = Path(folder)

@@ -303,9 +303,14 @@ def training_frame(window: int, result: Any) -> pd.DataFrame:
 
 
 def _last_finite(step_loss: np.ndarray, tail: float = 0.1) -> np.ndarray:
+    """Each member's mean finite loss over the last ``tail`` of its steps; NaN where none is finite
+    (a member frozen early for divergence)."""
+    if not step_loss.size:
+        return np.full(len(step_loss), np.nan)
     n_tail = max(1, int(np.ceil(step_loss.shape[1] * tail)))
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(step_loss[:, -n_tail:], axis=1) if step_loss.size else np.full(len(step_loss), np.nan)
+    last = np.where(np.isfinite(step_loss[:, -n_tail:]), step_loss[:, -n_tail:], 0.0)
+    count = np.isfinite(step_loss[:, -n_tail:]).sum(axis=1)
+    return np.divide(last.sum(axis=1), count, out=np.full(len(step_loss), np.nan), where=count > 0)
 
 
 def churn_frame(window: int, labels: list, previous: np.ndarray, current: np.ndarray) -> pd.DataFrame:

@@ -143,3 +143,35 @@ def test_plateau_and_schedule_free_members_run_in_the_backtest(tmp_path, prices)
     result = run_backtest(config, prices=prices, progress=False)
     assert set(result.predictions["schedule"]) == {get_schedule("plateau").label, "schedule_free"}
     assert np.isfinite(result.predictions["prediction"]).all()
+
+
+def test_return_forecast_logs_each_schedules_equity_curve(tmp_path):
+    """The trading view's equity over all out-of-sample windows, recomputed by hand from the
+    logged seed-mean predictions (sign positions, no costs), and its PNG on the parent run."""
+    from mlflow import MlflowClient
+
+    from harness.engine import equity_curves, run_and_log
+
+    raw = small_config(tmp_path, strategy={"name": "return_forecast", "params": {"horizon": 1, "cost_bps": 0.0}},
+                       data={"start": "2009-01-01"}, windows={"train": 252, "test": 42, "purge": 1}, training={"epochs": 1, "seeds": 2})
+    outcome = run_and_log(parse_config(raw), progress=False)
+    curves = equity_curves(outcome.result)
+    assert list(curves) == ["constant", "cosine(warmup=0.1)"]
+    predictions = outcome.result.predictions
+    for label, curve in curves.items():
+        own = predictions[predictions["schedule"] == label]
+        mean = own.groupby(["window", "date"], sort=True)[["prediction", "target"]].mean()
+        expected = np.cumprod(1.0 + np.sign(mean["prediction"].to_numpy()) * np.expm1(mean["target"].to_numpy()))
+        assert len(curve) == len(mean) and np.allclose(curve.to_numpy(), expected, rtol=1e-12)
+        assert (curve.index == mean.index.get_level_values("date")).all()
+    client = MlflowClient(tracking_uri=outcome.store.tracking_uri)
+    path = client.download_artifacts(outcome.parent_run_id, "equity.png", str(tmp_path))
+    with open(path, "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_strategies_without_a_trading_view_have_no_equity_curve(tmp_path, prices):
+    from harness.engine import equity_curves
+
+    raw = small_config(tmp_path, training={"epochs": 1, "seeds": 1}, schedules=["constant"])
+    assert equity_curves(run_backtest(parse_config(raw), prices=prices, progress=False)) == {}

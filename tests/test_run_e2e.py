@@ -58,6 +58,24 @@ def test_run_logs_a_parent_and_one_child_per_schedule(run_cli, tmp_path):
     assert {"lr_curve.png", "window_metrics.png", "predictions.parquet"} <= artifacts
     assert {"config.yaml", "summary.csv"} <= {a.path for a in client.list_artifacts(parent_id)}
 
+    # the run ends with the selection of `harness select`, printed and logged to the parent
+    selected = parents["tags.selected_schedule"].iloc[0]
+    assert selected in {"constant", "cosine(warmup=0.1)"}
+    assert f"selected schedule: {selected} (rule mcs_stable, metric rmse)" in done.stdout
+    assert "model confidence set holds" in done.stdout
+    assert {"selection.md", "selection_losses.png"} <= {a.path for a in client.list_artifacts(parent_id)}
+
+
+def test_run_without_a_config_runs_the_default_backtest_with_overrides(run_cli, tmp_path):
+    """`harness run` alone (what `make run` does) takes the default config; --set takes YAML values,
+    dates included, and shrinks it here to a few windows."""
+    done = run_cli("run", "--no-progress", "--set", "data.start=2016-06-01", "--set", "windows.train=252", "--set", "training.epochs=1",
+                   "--set", "training.seeds=1", "--set", "schedules=[constant, cosine]")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("spx-vol-schedules: ")
+    assert "selected schedule: " in done.stdout
+    assert (tmp_path / "mlruns" / "mlflow.db").exists()
+
 
 def test_tracking_uri_option_overrides_the_config(run_cli, tmp_path):
     raw = small_config(tmp_path, tracking={"uri": str(tmp_path / "ignored")},
