@@ -25,7 +25,8 @@ config file (YAML; every field has a default, so an empty file is valid). Sectio
   data:       source (csv|parquet|yfinance|synthetic), path, tickers, start, end, interval,
               cache_dir, synthetic {model: gbm|heston|regime, n_days, seed, ...}, repair
   strategy:   name (return_forecast|volatility_forecast|option_pricer|pkg.mod:Class), params {...}
-  model:      type (mlp|gru|lstm), hidden [64, 64], activation (relu|tanh|gelu|silu), dropout
+  model:      type (mlp|gru|lstm), hidden [64, 64], activation (relu|tanh|gelu|silu), dropout,
+              sequence 21 (gru/lstm: each input is the row's last 21 table rows)
   training:   optimizer (adamw|sgd), lr, weight_decay, momentum, epochs, batch_size, seeds, seed,
               validation (tail fraction), patience, grad_clip,
               boundary (fresh|warm_restart|warm_continue)

@@ -73,6 +73,15 @@ class ModelConfig(_Section):
     hidden: list[int] = Field(default_factory=lambda: [64, 64])
     activation: Literal["relu", "tanh", "gelu", "silu"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    sequence: int = Field(21, gt=0)  # gru/lstm: each input is the last `sequence` table rows (the MLP ignores it)
+
+    def network(self) -> dict[str, Any]:
+        """The network's own settings (``harness.stack.make_model_factory``'s mapping)."""
+        return self.model_dump(exclude={"sequence"})
+
+    @property
+    def recurrent(self) -> bool:
+        return self.type != "mlp"
 
     @field_validator("hidden")
     @classmethod

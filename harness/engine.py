@@ -105,8 +105,18 @@ def plan(config: Config, prices: pd.DataFrame | None = None) -> Plan:
     strategy = get_strategy(config.strategy.name, config.strategy.params)
     table = strategy.build(prices)
     _check_purge(config, table.horizon)
+    _check_sequences(config, pd.DatetimeIndex(table.dates))
     windows = cut_windows(config, pd.DatetimeIndex(table.dates))
     return Plan(config=config, prices=prices, table=table, windows=windows, data_hash=fingerprint(prices))
+
+
+def _check_sequences(config: Config, dates: pd.DatetimeIndex) -> None:
+    """A recurrent model reads each row's preceding rows as a time series: one row per date."""
+    if config.model.recurrent and not dates.is_unique:
+        raise HarnessError(
+            f"model.type: {config.model.type} reads the preceding table rows as a time series, but strategy "
+            f"'{config.strategy.name}' has several rows per date; use model.type: mlp for it"
+        )
 
 
 def _check_purge(config: Config, horizon: int) -> None:
@@ -159,8 +169,8 @@ def chunk_windows(config: Config, windows: list[Window], *, n_features: int = 32
         return [Chunk(list(windows), following)]
     budget = STACK_MEMORY_BUDGET if memory_budget is None else memory_budget
     members = len(config.schedules) * config.training.seeds
-    model, batch_size = config.model.model_dump(), config.training.batch_size
-    row_shape = (n_features,) if config.model.type == "mlp" else (1, n_features)  # table rows are flat
+    model, batch_size = config.model.network(), config.training.batch_size
+    row_shape = (config.model.sequence, n_features) if config.model.recurrent else (n_features,)
     needs: dict[int, int] = {}  # by train length: expanding windows differ, rolling ones share one
     groups: list[list[Window]] = []
     used = 0

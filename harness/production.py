@@ -120,7 +120,7 @@ def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | No
     """Retrain ``schedule`` (a label of ``config``'s schedules) on the last window's train rows."""
     from harness.engine import plan
     from harness.schedules import get_schedule
-    from harness.window_run import run_window, steps_per_window
+    from harness.window_run import model_inputs, run_window, steps_per_window
     from strategies import get_strategy
 
     started = time.perf_counter()
@@ -149,7 +149,7 @@ def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | No
         model=model, schedule=schedule, schedule_spec=specs[schedule], window=window.index,
         train_start=dates[window.train_rows[0]], train_end=dates[window.train_rows[-1]],
         n_train=len(window.train_rows), seeds=seeds, diverged=[s for s, d in zip(seeds, diverged) if d],
-        features=[str(c) for c in the_plan.table.X.columns], example=X[window.test_rows],
+        features=[str(c) for c in the_plan.table.X.columns], example=model_inputs(single, X, window.test_rows),
         expected=own.mean(axis=0), test_dates=dates[window.test_rows], seconds=time.perf_counter() - started,
     )
 
@@ -158,7 +158,7 @@ def _members(config: Config, result: Any, n_features: int, live: np.ndarray) -> 
     """One plain module per live member, holding that member's trained parameters."""
     from harness.stack import make_model_factory
 
-    factory = make_model_factory(config.model.model_dump(), n_features=n_features)
+    factory = make_model_factory(config.model.network(), n_features=n_features)
     state = result.state
     members = []
     for m in live:

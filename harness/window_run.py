@@ -140,7 +140,7 @@ def run_window(config: Config, strategy: Any, table: Any, window: Window, previo
     tables = continued_lr_tables(config, window.index, sizes) if training.boundary == "warm_continue" else None
     data, x_scaler, y_scaler = _prepare(config, X, y, window, init, tables)
     result = train_windows([data], **train_settings(config))[0]
-    return _finish(strategy, table, X, window, Fitted(result, x_scaler, y_scaler), next_test_rows, started)
+    return _finish(config, strategy, table, X, window, Fitted(result, x_scaler, y_scaler), next_test_rows, started)
 
 
 def _run_together(config: Config, strategy: Any, table: Any, chunk: Chunk, keep_fitted: bool) -> list[WindowResult]:
@@ -155,7 +155,7 @@ def _run_together(config: Config, strategy: Any, table: Any, chunk: Chunk, keep_
     results = []
     for window, (_, x_scaler, y_scaler), result in zip(chunk.windows, prepared, trained):
         began = time.perf_counter() - share  # its seconds: a share of the joint training, then its own predictions
-        outcome = _finish(strategy, table, X, window, Fitted(result, x_scaler, y_scaler),
+        outcome = _finish(config, strategy, table, X, window, Fitted(result, x_scaler, y_scaler),
                           chunk.next_test_rows.get(window.index), began)
         if not keep_fitted:
             outcome.fitted = None
@@ -167,7 +167,7 @@ def train_settings(config: Config) -> dict[str, Any]:
     """The config's training settings as keyword arguments of ``harness.trainer.train_windows``."""
     training = config.training
     return dict(
-        model=config.model.model_dump(), schedules=config.schedules, seeds=training.seeds,
+        model=config.model.network(), schedules=config.schedules, seeds=training.seeds,
         epochs=training.epochs, batch_size=training.batch_size, lr=training.lr,
         optimizer=training.optimizer, weight_decay=training.weight_decay, momentum=training.momentum,
         grad_clip=training.grad_clip, patience=training.patience, seed=training.seed,
@@ -179,6 +179,18 @@ def _arrays(strategy: Any, table: Any) -> tuple[np.ndarray, np.ndarray]:
     return table.X.to_numpy(dtype=np.float64), strategy.target_transform(table.y.to_numpy(dtype=np.float64))
 
 
+def model_inputs(config: Config, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """What the network reads for ``rows`` of the table's features ``X``: an MLP the rows themselves,
+    ``[n, F]``; a GRU/LSTM each row's last ``model.sequence`` rows, oldest first, ``[n, L, F]``
+    (the table's first row repeated where a sequence would start before it). Only rows at or
+    before each row, so no look-ahead; scaled later by the window's train-row scaler."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not config.model.recurrent:
+        return X[rows]
+    lags = np.arange(1 - config.model.sequence, 1)
+    return X[np.maximum(rows[:, None] + lags[None, :], 0)]
+
+
 def _prepare(config: Config, X: np.ndarray, y: np.ndarray, window: Window, init_state: Any = None,
              lr_tables: np.ndarray | None = None) -> tuple[Any, Scaler, Scaler]:
     """A window's training data, scaled by scalers fitted on its train rows only."""
@@ -187,20 +199,23 @@ def _prepare(config: Config, X: np.ndarray, y: np.ndarray, window: Window, init_
     fit_rows, val_rows = split_validation(window.train_rows, config.training.validation)
     x_scaler = Scaler.fit(X[window.train_rows])
     y_scaler = Scaler.fit(y[window.train_rows])
-    validation = (x_scaler.transform(X[val_rows]), y_scaler.transform(y[val_rows])) if len(val_rows) else (None, None)
-    data = WindowData(x_scaler.transform(X[fit_rows]), y_scaler.transform(y[fit_rows]), *validation,
+    validation = ((x_scaler.transform(model_inputs(config, X, val_rows)), y_scaler.transform(y[val_rows]))
+                  if len(val_rows) else (None, None))
+    data = WindowData(x_scaler.transform(model_inputs(config, X, fit_rows)), y_scaler.transform(y[fit_rows]),
+                      *validation,
                       init_state=init_state, lr_tables=lr_tables)
     return data, x_scaler, y_scaler
 
 
-def _finish(strategy: Any, table: Any, X: np.ndarray, window: Window, fitted: Fitted,
+def _finish(config: Config, strategy: Any, table: Any, X: np.ndarray, window: Window, fitted: Fitted,
             next_test_rows: np.ndarray | None, started: float) -> WindowResult:
     """Predict a trained window's test rows (and the next window's), as tidy frames."""
     result = fitted.result
     test = take(table, window.test_rows)
-    preds = _in_target_units(strategy, fitted, X[window.test_rows])
+    preds = _in_target_units(strategy, fitted, model_inputs(config, X, window.test_rows))
     baseline = np.asarray(strategy.baseline(take(table, window.train_rows), test), dtype=np.float64)
-    upcoming = None if next_test_rows is None else _in_target_units(strategy, fitted, X[next_test_rows])
+    upcoming = (None if next_test_rows is None
+                else _in_target_units(strategy, fitted, model_inputs(config, X, next_test_rows)))
     return WindowResult(
         index=window.index,
         predictions=predictions_frame(window.index, result.labels, test.dates, test.y.to_numpy(), baseline, preds),

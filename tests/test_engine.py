@@ -60,10 +60,12 @@ def test_same_config_same_numbers(tmp_path, prices):
     pd.testing.assert_frame_equal(first, second)
 
 
-def test_no_look_ahead_garbage_after_the_test_slice_changes_nothing(tmp_path, prices):
+@pytest.mark.parametrize("model", [{"hidden": [16, 16]}, {"type": "gru", "hidden": [8], "sequence": 10}],
+                         ids=["mlp", "gru"])
+def test_no_look_ahead_garbage_after_the_test_slice_changes_nothing(tmp_path, prices, model):
     """The security property: window k's predictions are bitwise the same when every price
-    after its test slice is replaced by garbage."""
-    config = _config(tmp_path)
+    after its test slice is replaced by garbage (a GRU reading sequences of past rows too)."""
+    config = _config(tmp_path, model=model)
     clean = run_backtest(config, prices=prices, progress=False)
     the_plan = plan(config, prices)
     k = 1
@@ -175,3 +177,21 @@ def test_strategies_without_a_trading_view_have_no_equity_curve(tmp_path, prices
 
     raw = small_config(tmp_path, training={"epochs": 1, "seeds": 1}, schedules=["constant"])
     assert equity_curves(run_backtest(parse_config(raw), prices=prices, progress=False)) == {}
+
+
+def test_a_recurrent_model_reads_each_rows_preceding_rows_oldest_first(tmp_path):
+    from harness.window_run import model_inputs
+
+    X = np.arange(12.0).reshape(6, 2)  # row r holds [2r, 2r + 1]
+    config = _config(tmp_path, model={"type": "lstm", "hidden": [4], "sequence": 3})
+    seq = model_inputs(config, X, np.array([0, 1, 4]))
+    assert seq.shape == (3, 3, 2)
+    np.testing.assert_array_equal(seq[2], X[[2, 3, 4]])       # rows 2, 3, 4: the row itself last
+    np.testing.assert_array_equal(seq[1], X[[0, 0, 1]])       # before the first row: the first row repeated
+    np.testing.assert_array_equal(model_inputs(_config(tmp_path), X, np.array([4, 5])), X[[4, 5]])
+
+
+def test_a_recurrent_model_needs_one_row_per_date(tmp_path):
+    config = _config(tmp_path, strategy={"name": "option_pricer", "params": {}}, model={"type": "gru", "hidden": [8]})
+    with pytest.raises(HarnessError, match="model.type: gru reads the preceding table rows as a time series"):
+        plan(config)

@@ -118,3 +118,19 @@ def test_missing_alias_is_a_one_line_error(tmp_path):
     store = tracking.resolve_store(tmp_path / "mlruns")
     with pytest.raises(HarnessError, match="no model 'nope@champion'"):
         tracking.alias_version(store, "nope")
+
+
+def test_a_recurrent_production_model_round_trips_through_the_registry(tmp_path):
+    """A GRU reads sequences of past rows: the example, the signature and the loaded model take
+    ``[n, sequence, features]`` and give the backtest's own seed-mean predictions."""
+    config = parse_config(small_config(tmp_path, training={"epochs": 2, "seeds": 2},
+                                       model={"type": "gru", "hidden": [8], "sequence": 5}))
+    production = train_production(config, SCHEDULE)
+    assert production.example.shape[1:] == (5, 4)
+    np.testing.assert_allclose(production.predict(production.example), production.expected, rtol=0, atol=1e-6)
+    store = tracking.resolve_store(tmp_path / "mlruns")
+    tracking.register_model(store, "reg-gru", production.model, name="spx-gru", input_example=production.example,
+                            run_name="production-spx-gru", params=production.params(), tags={})
+    with torch.no_grad():
+        loaded = tracking.load_registered_model(store, "spx-gru")(torch.as_tensor(production.example)).numpy()
+    np.testing.assert_allclose(loaded, production.expected, rtol=0, atol=1e-6)
