@@ -175,38 +175,18 @@ def log_backtest(
     maps an artifact name (may contain ``/``) to a local file or folder for the parent run.
     """
     started = time.perf_counter()
-    labels = list(schedule_params)
-    extra = dict(extra_artifacts or {})
-    _check_payload(labels, metrics, seed_mean_metrics, aggregates, predictions, training, lr_curves, extra)
-    experiment_id = ensure_experiment(store, experiment)
-    client = _client(store)
-    base_tags = {str(key): _clip(str(value), MAX_TAG_VALUE) for key, value in tags.items()}
-    config_params = _flatten(config)
-    headline = _headline_metric(config, seed_mean_metrics)
-    parent_tags = {**_source_tags(base_tags), **base_tags, "kind": "backtest"}
-    with _run(client, experiment_id, run_name, parent_tags) as parent_id:
-        result = BacktestLog(experiment_id, parent_id)
-        _log_batch(client, parent_id, params=config_params)
-        for index, label in enumerate(labels):
-            child_tags = {
-                **_source_tags(base_tags), **base_tags, "kind": "schedule", "schedule": label,
-                "schedule_index": str(index), MLFLOW_PARENT_RUN_ID: parent_id,
-            }
-            with _run(client, experiment_id, label, child_tags) as child_id:
-                result.child_run_ids[label] = child_id
-                params = {**config_params, **_flatten({"schedule": schedule_params[label]})}
-                _log_batch(client, child_id, params=params, metrics=_schedule_metrics(
-                    _rows(seed_mean_metrics, label), _rows(aggregates, label)))
-                with _staging() as folder:
-                    _write_schedule_artifacts(
-                        folder, label, headline, _rows(metrics, label), _rows(seed_mean_metrics, label),
-                        _rows(predictions, label), _rows(training, label), lr_curves[label],
-                    )
-                    client.log_artifacts(child_id, str(folder))
-        with _staging() as folder:
-            _write_parent_artifacts(folder, config, summary, seed_mean_metrics, predictions,
-                                    {label: lr_curves[label] for label in labels}, headline, extra)
-            client.log_artifacts(parent_id, str(folder))
+    _check_payload(list(schedule_params), metrics, seed_mean_metrics, aggregates, predictions, training, lr_curves,
+                   dict(extra_artifacts or {}))  # before any run exists
+    parent_id = start_backtest(store, experiment, run_name=run_name, config=config, tags=tags)
+    try:
+        result = finish_backtest(
+            store, parent_id, config=config, tags=tags, schedule_params=schedule_params, metrics=metrics,
+            seed_mean_metrics=seed_mean_metrics, aggregates=aggregates, predictions=predictions, training=training,
+            lr_curves=lr_curves, summary=summary, extra_artifacts=extra_artifacts,
+        )
+    except BaseException:
+        end_run(store, parent_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
     result.seconds = time.perf_counter() - started
     return result
 

@@ -39,6 +39,15 @@ def small_config(tmp_path: Path, **sections) -> dict:
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test, whatever an earlier test set; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def run_cli(tmp_path):
     """Run ``python -m harness ARGS`` in a subprocess from the repo root."""
 

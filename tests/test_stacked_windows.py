@@ -33,11 +33,8 @@ RESULT_ARRAYS = ("step_loss", "val_loss", "lr", "diverged", "best_epoch", "stopp
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Numbers compared bitwise are computed at one torch thread (sums in one order)."""
 
 
 def series(n: int = 400, features: int = 3, seq: int | None = None, seed: int = 0):
@@ -207,7 +204,7 @@ def test_chunks_are_bounded_by_the_memory_budget_and_chained_policies_stay_one_s
     config = _engine_config(tmp_path, "expanding")
     windows = plan(config, prices).windows
     members = len(config.schedules) * config.training.seeds
-    need = [training_bytes(config.model.model_dump(), 32, 64, len(w.train_rows), members) for w in windows]
+    need = [training_bytes(config.model.network(), 32, 64, len(w.train_rows), members) for w in windows]
     assert need == sorted(need) and need[0] < need[-1]  # expanding windows need more as they grow
     assert [len(c.windows) for c in chunk_windows(config, windows, memory_budget=sum(need))] == [len(windows)]
     assert [len(c.windows) for c in chunk_windows(config, windows, memory_budget=1)] == [1] * len(windows)

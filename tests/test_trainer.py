@@ -35,11 +35,8 @@ SETTINGS = dict(epochs=6, batch_size=16)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Numbers compared bitwise are computed at one torch thread (sums in one order)."""
 
 
 def make_data(n: int = 100, n_val: int = 30, features: int = 4, seq: int | None = None, seed: int = 0):
