@@ -48,7 +48,7 @@ def plot_window_metrics(
     fig = Figure(figsize=SINGLE)
     ax = fig.subplots()
     _draw_window_metrics(ax, seed_mean_metrics, metric, schedules, per_seed)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_lr_curve(lr: np.ndarray, path: str | Path, title: str) -> Path:
@@ -57,7 +57,7 @@ def plot_lr_curve(lr: np.ndarray, path: str | Path, title: str) -> Path:
     ax = fig.subplots()
     _draw_lr_curves(ax, {title: lr}, legend=False)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_lr_curves(curves: Mapping[str, np.ndarray], path: str | Path) -> Path:
@@ -66,7 +66,7 @@ def plot_lr_curves(curves: Mapping[str, np.ndarray], path: str | Path) -> Path:
     ax = fig.subplots()
     _draw_lr_curves(ax, curves)
     ax.set_title("learning rate per optimizer step")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_comparison(
@@ -83,7 +83,7 @@ def plot_comparison(
     _draw_window_metrics(top, seed_mean_metrics, metric, schedules, per_seed)
     _draw_lr_curves(bottom, lr_curves)
     bottom.set_title("learning rate per optimizer step")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def cumulative_errors(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +124,7 @@ def plot_errors(predictions: pd.DataFrame, path: str | Path) -> Path:
     """
     cumulative = cumulative_errors(predictions)
     schedules = [column for column in cumulative.columns if column != "baseline"]
-    colors = _colors(schedules)
+    colors = schedule_colors(schedules)
     fig = Figure(figsize=DOUBLE)
     top, bottom = fig.subplots(2, 1, sharex=True)
     for label in schedules:
@@ -137,16 +137,16 @@ def plot_errors(predictions: pd.DataFrame, path: str | Path) -> Path:
     top.set_ylabel("SSE")
     bottom.set_title("cumulative SSE of the baseline minus the schedule (> 0: beats the baseline)")
     bottom.set_xlabel("out-of-sample date")
-    _finish(top)
-    _finish(bottom)
-    return _save(fig, path)
+    finish_axes(top)
+    finish_axes(bottom)
+    return save_png(fig, path)
 
 
 def plot_equity(equity: Mapping[str, pd.Series], path: str | Path) -> Path:
     """Equity curves of the trading view, one line per schedule (series indexed by date)."""
     if not equity:
         raise HarnessError("no equity curves to plot; the strategy has no trading view")
-    colors = _colors(list(equity))
+    colors = schedule_colors(list(equity))
     fig = Figure(figsize=SINGLE)
     ax = fig.subplots()
     for label, series in equity.items():
@@ -154,8 +154,8 @@ def plot_equity(equity: Mapping[str, pd.Series], path: str | Path) -> Path:
     ax.set_title("equity of the trading view (after costs)")
     ax.set_xlabel("date")
     ax.set_ylabel("equity")
-    _finish(ax)
-    return _save(fig, path)
+    finish_axes(ax)
+    return save_png(fig, path)
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], name: str = "frame") -> None:
@@ -187,7 +187,7 @@ def _draw_window_metrics(
         require_columns(per_seed, ("window", "schedule", "seed", "metric", "value"))
         seeds = per_seed[per_seed["metric"] == metric]
         band = seeds.groupby(["schedule", "window"])["value"].agg(["min", "max"])
-    colors = _colors(schedules)
+    colors = schedule_colors(schedules)
     for label in schedules:
         line = rows[rows["schedule"] == label].sort_values("window")
         ax.plot(line["window"], line["value"], color=colors[label], lw=1.4, marker="o", ms=3, label=label)
@@ -197,13 +197,13 @@ def _draw_window_metrics(
     ax.set_title(f"{metric} per window" + (" (band: min-max over seeds)" if band is not None else ""))
     ax.set_xlabel("window")
     ax.set_ylabel(metric)
-    _finish(ax)
+    finish_axes(ax)
 
 
 def _draw_lr_curves(ax: Axes, curves: Mapping[str, np.ndarray], legend: bool = True) -> None:
     if not curves:
         raise HarnessError("no LR curves to plot; give at least one schedule")
-    colors = _colors(list(curves))
+    colors = schedule_colors(list(curves))
     for label, lr in curves.items():
         lr = np.asarray(lr, dtype=float)
         if lr.ndim != 1 or lr.size == 0:
@@ -211,22 +211,30 @@ def _draw_lr_curves(ax: Axes, curves: Mapping[str, np.ndarray], legend: bool = T
         ax.plot(np.arange(lr.size), lr, color=colors[label], lw=1.4, label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
-    _finish(ax, legend=legend)
+    finish_axes(ax, legend=legend)
 
 
-def _colors(labels: Sequence[str]) -> dict[str, tuple[float, ...]]:
+def schedule_colors(labels: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per schedule label, in order (the same label order gives the same colours)."""
     return {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(labels)}
 
 
-def _finish(ax: Axes, legend: bool = True) -> None:
+def finish_axes(ax: Axes, legend: bool = True) -> None:
+    """The common finish of every axes: a light grid, and a legend when something is labelled."""
     ax.grid(alpha=0.3)
     if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Lay out and write ``fig`` as a PNG at ``path`` (folders created); an unwritable path is a
+    one-line error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, format="png")
+    if fig.get_layout_engine() is None:  # figures made with layout="constrained" keep it
+        fig.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, format="png")
+    except OSError as exc:
+        raise HarnessError(f"cannot write the plot to {path}: {exc.strerror or exc}; choose a writable path") from None
     return path

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
+from harness.figures import save_png
 from harness.schedules import get_schedule
 
 FIGSIZE = (8.0, 4.5)  # inches
@@ -53,7 +54,7 @@ def plot_lr_curves(
     if title:
         axes.set_title(title)
     axes.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
-    return _save(figure, Path(path))
+    return save_png(figure, Path(path))
 
 
 def schedule_curves(
@@ -81,13 +82,3 @@ def plot_schedules(
     curves = schedule_curves(specs, total_steps, base_lr=base_lr)
     title = f"LR schedules over {total_steps} optimizer steps (base LR {base_lr:g})"
     return plot_lr_curves(curves, path, log_scale=log_scale, title=title)
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png", dpi=DPI)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise HarnessError(f"cannot write the plot to {path}: {reason}; choose a writable path") from None
-    return path

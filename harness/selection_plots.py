@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from harness.figures import DOUBLE, SINGLE, _colors, _finish, _save
+from harness.figures import DOUBLE, SINGLE, finish_axes, schedule_colors, save_png
 from harness.selection import SelectionReport
 
 REPORT_MD = "selection.md"
@@ -53,7 +53,7 @@ def plot_selection(report: SelectionReport, folder: str | Path) -> list[Path]:
 def plot_loss_differences(report: SelectionReport, path: str | Path) -> Path:
     """Cumulative ``L_schedule − L_best`` over the out-of-sample dates, one line per schedule."""
     losses = report.losses
-    colors = _colors(list(losses.columns))
+    colors = schedule_colors(list(losses.columns))
     fig = Figure(figsize=SINGLE)
     ax = fig.subplots()
     best = losses[report.best].to_numpy(np.float64)
@@ -66,8 +66,8 @@ def plot_loss_differences(report: SelectionReport, path: str | Path) -> Path:
     ax.set_title(f"cumulative {report.loss_name} minus the best's (rising: worse than {report.best})")
     ax.set_xlabel("out-of-sample date")
     ax.set_ylabel("cumulative loss difference")
-    _finish(ax)
-    return _save(fig, path)
+    finish_axes(ax)
+    return save_png(fig, path)
 
 
 def plot_window_intervals(report: SelectionReport, path: str | Path) -> Path:
@@ -75,7 +75,7 @@ def plot_window_intervals(report: SelectionReport, path: str | Path) -> Path:
     m = report.metric
     labels = list(report.table["schedule"])
     order = [c for c in report.evidence.predictions["schedule"].drop_duplicates() if c in labels]
-    colors = _colors(order)
+    colors = schedule_colors(order)
     fig = Figure(figsize=DOUBLE)
     top, bottom = fig.subplots(2, 1)
     per_window = report.evidence.seed_mean_metrics
@@ -91,9 +91,9 @@ def plot_window_intervals(report: SelectionReport, path: str | Path) -> Path:
     top.set_title(f"{m} per window (seed-mean predictions; band: min-max over seeds)")
     top.set_xlabel("window")
     top.set_ylabel(m)
-    _finish(top)
+    finish_axes(top)
     _draw_pooled(bottom, report, order, colors)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _draw_pooled(ax, report: SelectionReport, order: list[str], colors: dict) -> None:
@@ -112,4 +112,4 @@ def _draw_pooled(ax, report: SelectionReport, order: list[str], colors: dict) ->
     ax.set_ylabel(f"pooled {m}")
     ax.set_title(f"pooled {m} with {1 - report.alpha:.0%} bootstrap interval (filled: in the model confidence set; "
                  f"star: selected)", fontsize=9)
-    _finish(ax, legend=False)
+    finish_axes(ax, legend=False)
