@@ -4,12 +4,18 @@ Two workloads: :func:`bench_members` (one window's schedules × seeds) and :func
 (a walk-forward: many windows, trained by a plain loop, window by window, or all in one stack).
 
 The plain loop is what one would write per member: ``torch.manual_seed(seed)``, the model,
-``torch.optim.AdamW`` + a ``LambdaLR`` scheduler, a ``DataLoader`` over a ``TensorDataset``; the
-batched run trains the same members on the same batches with the same steps (their final
-weights agree, reported as ``max_weight_diff``). Times are medians over ``repeats``, measured
-interleaved so that machine noise hits both sides alike. The FLOP/s figure counts the matmul work
-of training (forward, and backward for the weights and hidden activations), against this
-machine's fp32 ``torch.matmul`` peak measured in the same run at the same thread count.
+``torch.optim.AdamW`` + a ``LambdaLR`` scheduler over the schedule's LR table, a ``DataLoader``
+over a ``TensorDataset`` shuffled by a generator seeded with the member's seed; the batched run
+trains the same members on the same batches with the same steps (their final weights agree,
+reported as ``max_rel_diff``). Times are medians over ``repeats``, measured interleaved so that
+machine noise hits both sides alike, at one thread count for every side. The FLOP/s figure counts
+the matmul work of training (forward, and backward for the weights and hidden activations),
+against this machine's fp32 ``torch.matmul`` peak measured in the same run at the same thread
+count (``peak_fraction``).
+
+The reference workload (issue 4, :data:`REFERENCE`): 30 members = 10 schedules
+(:data:`BENCH_SCHEDULES`) × 3 seeds, MLP 20-64-64-1, 1000 rows, batch 64, 50 epochs; plus the
+batched trainer alone on a wider MLP (:data:`WIDE`: 3×256, batch 512, 10 epochs) for throughput.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,62 +37,135 @@ from harness.schedules import lr_table
 from harness.stack import make_model_factory
 from harness.trainer import WindowData, train, train_windows, training_bytes
 
-SCHEDULE = "cosine"
 LR = 1e-3
 
+# The reference workload of ``harness bench`` (issue 4): 10 schedules x 3 seeds, MLP 2x64.
+BENCH_SCHEDULES = ("constant", "step", "multistep", "exponential", "inverse_sqrt", "linear", "polynomial",
+                   "cosine", "cosine_restarts", "onecycle")
+REFERENCE = dict(n_members=30, rows=1000, features=20, width=64, depth=2, epochs=50, batch_size=64)
+# The wider workload, batched only, for throughput: 3x256, batch 512, fewer epochs (same rows).
+WIDE = dict(width=256, depth=3, batch_size=512, epochs=10)
 
-def bench_members(n_members: int = 15, rows: int = 756, features: int = 20, hidden: Sequence[int] = (64, 64),
-                  epochs: int = 20, batch_size: int = 128, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
-    """Seconds of the batched trainer (batched-matmul and vmap paths) and of the plain loop.
 
-    Returns a dict: the sizes, ``threads``, ``steps`` (per member), ``batched_s``, ``vmap_s``,
-    ``plain_s`` (medians), ``speedup`` (plain / batched), ``vmap_speedup`` (plain / vmap),
-    ``batched_gflops``, ``peak_gflops``, ``peak_fraction`` (batched / peak) and
-    ``max_weight_diff`` (largest relative difference of final weights, batched vs plain).
+def member_grid(n_members: int) -> tuple[tuple[str, ...], int]:
+    """The schedules and seeds per schedule of ``n_members`` bench members.
+
+    ``n_members = S x seeds`` with ``S`` the largest divisor of ``n_members`` up to 10, the
+    schedules the first ``S`` of :data:`BENCH_SCHEDULES`: 30 -> 10 x 3, 15 -> 5 x 3, 12 -> 6 x 2,
+    7 -> 7 x 1, 11 -> 1 x 11.
     """
+    if n_members <= 0:
+        raise HarnessError(f"--members: must be > 0, got {n_members}")
+    n_schedules = max(d for d in range(1, min(n_members, len(BENCH_SCHEDULES)) + 1) if n_members % d == 0)
+    return BENCH_SCHEDULES[:n_schedules], n_members // n_schedules
+
+
+def bench_members(n_members: int = 30, rows: int = 1000, features: int = 20, hidden: Sequence[int] = (64, 64),
+                  epochs: int = 50, batch_size: int = 64, repeats: int = 3, seed: int = 0,
+                  wide: Mapping[str, Any] | None = WIDE) -> dict[str, Any]:
+    """Seconds of the batched trainer (batched-matmul and vmap paths) and of the plain loop on the
+    same members: ``n_members`` = schedules x seeds (:func:`member_grid`), each member trained on
+    the same ``rows`` x ``features`` rows for ``epochs`` epochs of batches of ``batch_size``.
+
+    The plain loop trains member (schedule, seed) as a user would: ``torch.manual_seed(seed)``,
+    the model, ``AdamW`` + ``LambdaLR`` over the schedule's LR table, a ``DataLoader`` shuffled by
+    a generator seeded with ``seed``; the batched trainer draws the same batches, so both end
+    with the same weights up to float32 roundoff (``max_rel_diff``).
+
+    ``wide``: also time the batched trainer alone on a wider workload (keys ``width``, ``depth``,
+    ``batch_size``, ``epochs`` overriding the main workload's; None: skip), for its matmul
+    throughput (``wide_gflops``, ``wide_peak_fraction``).
+
+    Returns a dict: the sizes, ``schedules``, ``seeds``, ``threads``, ``steps`` (per member),
+    ``seconds_batched``, ``seconds_vmap``, ``seconds_loop`` (medians), ``speedup`` (loop /
+    batched), ``vmap_speedup`` (loop / vmap), ``gflops`` (batched), ``peak_gflops`` (this
+    machine's fp32 matmul peak at this thread count), ``peak_fraction`` (gflops / peak),
+    ``max_rel_diff`` (largest difference of final weights, batched vs loop, relative to the
+    largest weight) and, with ``wide``, ``wide`` (its sizes and seconds), ``wide_gflops`` and
+    ``wide_peak_fraction``.
+    """
+    _check_sizes(n_members=n_members, rows=rows, features=features, epochs=epochs, batch_size=batch_size,
+                 repeats=repeats)
+    hidden = list(hidden)
+    if not hidden or any(w <= 0 for w in hidden):
+        raise HarnessError(f"--width, --depth: must be > 0, got hidden layers {hidden}")
+    schedules, seeds = member_grid(n_members)
     X, y = _data(rows, features, seed)
-    model = {"hidden": list(hidden)}
+    model = {"hidden": hidden}
+    work = dict(model=model, schedules=schedules, seeds=seeds, epochs=epochs, batch_size=batch_size, seed=seed)
     runs = {
-        "batched_s": lambda: _batched(X, y, model, n_members, epochs, batch_size, seed, "bmm"),
-        "vmap_s": lambda: _batched(X, y, model, n_members, epochs, batch_size, seed, "vmap"),
-        "plain_s": lambda: _plain(X, y, model, n_members, epochs, batch_size, seed),
+        "seconds_batched": lambda: _batched(X, y, **work, path="bmm"),
+        "seconds_vmap": lambda: _batched(X, y, **work, path="vmap"),
+        "seconds_loop": lambda: _plain(X, y, **work),
     }
     seconds, outputs = _timed(runs, repeats)
-    steps = epochs * math.ceil(rows / batch_size)
     flops = _training_flops(features, hidden, rows * epochs * n_members)
-    peak = peak_flops(repeats=max(repeats, 3))
-    return {
-        "members": n_members, "rows": rows, "features": features, "hidden": list(hidden),
-        "epochs": epochs, "batch_size": batch_size, "steps": steps, "repeats": repeats,
-        "threads": torch.get_num_threads(),
+    peak = peak_flops(repeats=max(repeats, 5))  # best of: more tries, less noise
+    figures = {
+        "members": n_members, "schedules": list(schedules), "seeds": seeds, "rows": rows, "features": features,
+        "hidden": hidden, "width": hidden[0], "depth": len(hidden), "epochs": epochs, "batch_size": batch_size,
+        "steps": epochs * math.ceil(rows / batch_size), "repeats": repeats, "threads": torch.get_num_threads(),
         **seconds,
-        "speedup": seconds["plain_s"] / seconds["batched_s"],
-        "vmap_speedup": seconds["plain_s"] / seconds["vmap_s"],
-        "batched_gflops": flops / seconds["batched_s"] / 1e9,
+        "speedup": seconds["seconds_loop"] / seconds["seconds_batched"],
+        "vmap_speedup": seconds["seconds_loop"] / seconds["seconds_vmap"],
+        "gflops": flops / seconds["seconds_batched"] / 1e9,
         "peak_gflops": peak / 1e9,
-        "peak_fraction": flops / seconds["batched_s"] / peak,
-        "max_weight_diff": _max_relative_diff(outputs["batched_s"], outputs["plain_s"]),
+        "peak_fraction": flops / seconds["seconds_batched"] / peak,
+        "max_rel_diff": _max_relative_diff(outputs["seconds_batched"], outputs["seconds_loop"]),
+        # float32 roundoff (different matmul kernels) grows over a long run at a high LR: per schedule
+        "rel_diff_by_schedule": {
+            str(name): _max_relative_diff(outputs["seconds_batched"][k * seeds:(k + 1) * seeds],
+                                          outputs["seconds_loop"][k * seeds:(k + 1) * seeds])
+            for k, name in enumerate(schedules)},
+    }
+    if wide is not None:
+        figures.update(_bench_wide(X, y, n_members, features, {**dict(width=hidden[0], depth=len(hidden),
+                                   batch_size=batch_size, epochs=epochs), **wide}, repeats, seed, peak))
+    return figures
+
+
+def _bench_wide(X: np.ndarray, y: np.ndarray, n_members: int, features: int, sizes: dict[str, int], repeats: int,
+                seed: int, peak: float) -> dict[str, Any]:
+    """The batched trainer alone on a wider MLP: its seconds and matmul throughput."""
+    hidden = [int(sizes["width"])] * int(sizes["depth"])
+    schedules, seeds = member_grid(n_members)
+    work = dict(model={"hidden": hidden}, schedules=schedules, seeds=seeds, epochs=int(sizes["epochs"]),
+                batch_size=int(sizes["batch_size"]), seed=seed)
+    seconds, _ = _timed({"seconds": lambda: _batched(X, y, **work, path="bmm")}, repeats)
+    flops = _training_flops(features, hidden, len(X) * work["epochs"] * n_members)
+    return {
+        "wide": {"hidden": hidden, "batch_size": work["batch_size"], "epochs": work["epochs"],
+                 "steps": work["epochs"] * math.ceil(len(X) / work["batch_size"]), "seconds": seconds["seconds"]},
+        "wide_gflops": flops / seconds["seconds"] / 1e9,
+        "wide_peak_fraction": flops / seconds["seconds"] / peak,
     }
 
 
-def bench_scaling(n_members: int = 15, rows: int = 756, features: int = 20, hidden: Sequence[int] = (64, 64),
-                  epochs: int = 20, batch_size: int = 128, repeats: int = 3, factors: Sequence[int] = (1, 2, 4),
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if value <= 0:
+            option = {"n_members": "members"}.get(name, name).replace("_", "-")
+            raise HarnessError(f"--{option}: must be > 0, got {value}")
+
+
+def bench_scaling(n_members: int = 30, rows: int = 1000, features: int = 20, hidden: Sequence[int] = (64, 64),
+                  epochs: int = 50, batch_size: int = 64, repeats: int = 3, factors: Sequence[int] = (1, 2, 4),
                   seed: int = 0) -> dict[str, list[dict[str, float]]]:
     """How the batched trainer's time grows with members and with rows.
 
     Each entry: the size, ``seconds`` (median) and ``ratio`` (seconds over the first size's);
     a ratio below the size factor is sub-linear growth (members should be; rows are ~linear).
+    Members are schedules x seeds as in :func:`bench_members` (:func:`member_grid`).
     """
     model = {"hidden": list(hidden)}
     X, y = _data(rows * max(factors), features, seed)
-    member_runs = {
-        n: (lambda n=n: _batched(X[:rows], y[:rows], model, n, epochs, batch_size, seed, "auto"))
-        for n in (n_members * f for f in factors)
-    }
-    row_runs = {
-        r: (lambda r=r: _batched(X[:r], y[:r], model, n_members, epochs, batch_size, seed, "auto"))
-        for r in (rows * f for f in factors)
-    }
+
+    def run(n: int, r: int) -> np.ndarray:
+        schedules, seeds = member_grid(n)
+        return _batched(X[:r], y[:r], model, schedules, seeds, epochs, batch_size, seed, "auto")
+
+    member_runs = {n: (lambda n=n: run(n, rows)) for n in (n_members * f for f in factors)}
+    row_runs = {r: (lambda r=r: run(n_members, r)) for r in (rows * f for f in factors)}
     return {"members": _ratios("members", member_runs, repeats), "rows": _ratios("rows", row_runs, repeats)}
 
 
@@ -331,20 +410,30 @@ def peak_flops(size: int = 1024, repeats: int = 3) -> float:
 def format_report(figures: dict[str, Any]) -> str:
     """The figures of :func:`bench_members` (and ``figures["scaling"]``) as text."""
     f = figures
+    mlp = f"{f['features']}-{'-'.join(map(str, f['hidden']))}-1"
     lines = [
-        f"members {f['members']}, rows {f['rows']}, features {f['features']}, "
-        f"MLP {'-'.join(map(str, f['hidden']))}, "
-        f"epochs {f['epochs']}, batch {f['batch_size']} ({f['steps']} steps/member), threads {f['threads']}, "
-        f"medians of {f['repeats']}",
-        f"plain loop (AdamW + LambdaLR + DataLoader per member)  {f['plain_s']:8.3f} s",
-        f"batched, batched matmuls                               {f['batched_s']:8.3f} s"
-        f"   speed-up {f['speedup']:5.1f}x",
-        f"batched, vmap(functional_call)                         {f['vmap_s']:8.3f} s"
-        f"   speed-up {f['vmap_speedup']:5.1f}x",
-        f"batched matmul throughput {f['batched_gflops']:.2f} GFLOP/s = {100 * f['peak_fraction']:.1f}% of this "
-        f"machine's fp32 matmul peak ({f['peak_gflops']:.1f} GFLOP/s)",
-        f"same members: final weights agree to {f['max_weight_diff']:.1e} (relative)",
+        f"{f['members']} members ({len(f['schedules'])} schedules x {f['seeds']} seeds), MLP {mlp} "
+        f"({f['depth']}x{f['width']}), {f['rows']} rows, batch {f['batch_size']}, {f['epochs']} epochs "
+        f"({f['steps']} steps/member), threads {f['threads']}, medians of {f['repeats']}",
+        f"plain loop (AdamW + LambdaLR + DataLoader per member)  {f['seconds_loop']:8.3f} s",
+        f"batched trainer, batched matmuls                       {f['seconds_batched']:8.3f} s"
+        f"   speedup {f['speedup']:5.1f}x",
+        f"batched trainer, vmap(functional_call)                 {f['seconds_vmap']:8.3f} s"
+        f"   speedup {f['vmap_speedup']:5.1f}x",
+        f"achieved {f['gflops']:.2f} GFLOP/s; fp32 matmul peak {f['peak_gflops']:.1f} GFLOP/s "
+        f"({f['threads']} threads); peak_fraction {f['peak_fraction']:.3f}",
+        f"max_rel_diff {f['max_rel_diff']:.1e} (final weights, batched vs loop, relative to the largest; "
+        f"float32 roundoff, amplified over the run by schedules that keep a high LR)",
     ]
+    if "rel_diff_by_schedule" in f:
+        lines.append("  by schedule: " + ", ".join(f"{name} {d:.0e}" for name, d in f["rel_diff_by_schedule"].items()))
+    if "wide" in f:
+        w = f["wide"]
+        lines.append(
+            f"wider, batched only: MLP {f['features']}-{'-'.join(map(str, w['hidden']))}-1, batch {w['batch_size']}, "
+            f"{w['epochs']} epochs: {w['seconds']:.3f} s, {f['wide_gflops']:.2f} GFLOP/s, "
+            f"wide_peak_fraction {f['wide_peak_fraction']:.3f}"
+        )
     for axis, entries in f.get("scaling", {}).items():
         base = entries[0][axis]
         cells = ", ".join(f"x{e[axis] / base:g}: {e['ratio']:.2f}x time" for e in entries)
@@ -359,35 +448,38 @@ def _data(rows: int, features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y.astype(np.float32)
 
 
-def _batched(X: np.ndarray, y: np.ndarray, model: dict, n_members: int, epochs: int, batch_size: int,
-             seed: int, path: str) -> np.ndarray:
-    result = train(X, y, model=model, schedules=[SCHEDULE], seeds=n_members, epochs=epochs,
+def _batched(X: np.ndarray, y: np.ndarray, model: dict, schedules: Sequence[Any], seeds: int, epochs: int,
+             batch_size: int, seed: int, path: str) -> np.ndarray:
+    """The batched trainer's final weights, ``[members, parameters]`` (members schedule-major)."""
+    result = train(X, y, model=model, schedules=list(schedules), seeds=seeds, epochs=epochs,
                    batch_size=batch_size, lr=LR, seed=seed, stack_path=path)
     return torch.cat([value.flatten(1) for value in result.state.values()], dim=1).numpy()
 
 
-def _plain(X: np.ndarray, y: np.ndarray, model: dict, n_members: int, epochs: int, batch_size: int,
-           seed: int) -> np.ndarray:
-    """The per-member loop the batched trainer replaces."""
+def _plain(X: np.ndarray, y: np.ndarray, model: dict, schedules: Sequence[Any], seeds: int, epochs: int,
+           batch_size: int, seed: int) -> np.ndarray:
+    """The per-member loop the batched trainer replaces, over the same members in the same order."""
     factory = make_model_factory(model, X.shape[1])
     dataset = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
     total = epochs * math.ceil(len(X) / batch_size)
-    table = lr_table(SCHEDULE, total, LR)
     weights = []
-    for member_seed in range(seed, seed + n_members):
-        torch.manual_seed(member_seed)
-        net = factory()
-        optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)  # torch's default is 0.01
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: table[min(t, total - 1)] / LR)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(member_seed))
-        for _ in range(epochs):
-            for xb, yb in loader:
-                optimizer.zero_grad()
-                F.mse_loss(net(xb), yb).backward()
-                optimizer.step()
-                scheduler.step()
-        weights.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
+    for schedule in schedules:
+        table = lr_table(schedule, total, LR)
+        for member_seed in range(seed, seed + seeds):
+            torch.manual_seed(member_seed)
+            net = factory()
+            optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)  # torch's default is 0.01
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                          lambda t, table=table: table[min(t, total - 1)] / LR)
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(member_seed))
+            for _ in range(epochs):
+                for xb, yb in loader:
+                    optimizer.zero_grad()
+                    F.mse_loss(net(xb), yb).backward()
+                    optimizer.step()
+                    scheduler.step()
+            weights.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
     return torch.stack(weights).numpy()
 
 

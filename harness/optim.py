@@ -68,6 +68,12 @@ class _Frozen:
                 tensor.copy_(torch.where(self.keep, tensor, saved))
 
 
+def _all_active(active: torch.Tensor) -> bool:
+    """Whether every member updates (checked on the CPU only, where it costs no device sync); then
+    nothing needs saving and restoring."""
+    return active.device.type == "cpu" and bool(active.all())
+
+
 def _scalars(lr: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(lr, dtype=torch.float64, device=params.device)
 
@@ -98,19 +104,24 @@ class BatchedAdamW:
         """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
         p, dtype = self.params, self.params.dtype
         lr = _scalars(lr, p)
-        steps = torch.where(active, self.steps + 1, self.steps)
-        counted = steps.clamp(min=1)  # inactive members that never stepped: any finite value
+        everyone = _all_active(active)
+        if everyone:  # the usual step: no one to freeze, every count moves (>= 1 after it)
+            counted = steps = self.steps + 1
+        else:
+            steps = torch.where(active, self.steps + 1, self.steps)
+            counted = steps.clamp(min=1)  # inactive members that never stepped: any finite value
         neg_step_size = _column((-(lr / (1 - self.beta1**counted))).to(dtype), p)
         bc2_sqrt = _column(((1 - self.beta2**counted) ** 0.5).to(dtype), p)
 
-        frozen = _Frozen(active, [p, self.exp_avg, self.exp_avg_sq])
+        frozen = None if everyone else _Frozen(active, [p, self.exp_avg, self.exp_avg_sq])
         if self.weight_decay:  # without decay the factor is exactly 1
             p.mul_(_column((1 - lr * self.weight_decay).to(dtype), p))
         self.exp_avg.lerp_(grads, 1 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(grads, grads, value=1 - self.beta2)
         denom = torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(self.eps)
         p.add_(torch.mul(self.exp_avg, neg_step_size, out=self._delta).div_(denom))
-        frozen.restore()
+        if frozen is not None:
+            frozen.restore()
         self.steps = steps
 
 
@@ -133,12 +144,13 @@ class BatchedSGD:
         """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
         p = self.params
         neg_lr = _column((-_scalars(lr, p)).to(p.dtype), p)
-        frozen = _Frozen(active, [p] if self.buffer is None else [p, self.buffer])
+        frozen = None if _all_active(active) else _Frozen(active, [p] if self.buffer is None else [p, self.buffer])
         direction = grads.add(p, alpha=self.weight_decay) if self.weight_decay else grads
         if self.buffer is not None:
             direction = self.buffer.mul_(self.momentum).add_(direction)
         p.add_(direction * neg_lr)
-        frozen.restore()
+        if frozen is not None:
+            frozen.restore()
 
 
 OPTIMIZERS = ("adamw", "sgd")

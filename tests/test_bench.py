@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
-import numpy as np
-
 from harness.bench import (
+    BENCH_SCHEDULES,
+    REFERENCE,
     _peak_in_child,
     _peak_rss_above,
     _training_flops,
@@ -18,9 +22,12 @@ from harness.bench import (
     bench_windows,
     format_report,
     format_windows_report,
+    member_grid,
 )
 from harness.cli import main
 from harness.errors import HarnessError
+
+HARNESS = [sys.executable, "-m", "harness"]
 
 
 @pytest.fixture(autouse=True)
@@ -31,21 +38,97 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+TINY = dict(rows=40, features=3, hidden=(4,), epochs=2, batch_size=16, repeats=1)
+
+
 def test_bench_members_measures_both_sides_of_the_same_work():
-    figures = bench_members(n_members=3, rows=40, features=3, hidden=(4,), epochs=2, batch_size=16, repeats=1)
-    for key in ("batched_s", "vmap_s", "plain_s", "peak_gflops", "batched_gflops"):
+    figures = bench_members(n_members=6, **TINY, wide=None)
+    for key in ("seconds_batched", "seconds_vmap", "seconds_loop", "peak_gflops", "gflops"):
         assert figures[key] > 0 and math.isfinite(figures[key]), key
-    assert figures["speedup"] == pytest.approx(figures["plain_s"] / figures["batched_s"])
-    assert figures["peak_fraction"] == pytest.approx(figures["batched_gflops"] / figures["peak_gflops"])
+    assert figures["speedup"] == pytest.approx(figures["seconds_loop"] / figures["seconds_batched"])
+    assert figures["peak_fraction"] == pytest.approx(figures["gflops"] / figures["peak_gflops"])
     assert figures["steps"] == 2 * 3 and figures["threads"] == 1
-    assert figures["max_weight_diff"] < 1e-5  # the plain loop trained the same members
+    assert figures["schedules"] == list(BENCH_SCHEDULES[:6]) and figures["seeds"] == 1
+    assert figures["max_rel_diff"] < 1e-5  # the plain loop trained the same members
+    assert list(figures["rel_diff_by_schedule"]) == list(BENCH_SCHEDULES[:6])
+    assert max(figures["rel_diff_by_schedule"].values()) == figures["max_rel_diff"]
+    assert "wide" not in figures
     figures["scaling"] = bench_scaling(n_members=2, rows=20, features=3, hidden=(4,), epochs=1,
                                        batch_size=16, repeats=1, factors=(1, 2))
     assert [e["members"] for e in figures["scaling"]["members"]] == [2, 4]
     assert [e["rows"] for e in figures["scaling"]["rows"]] == [20, 40]
     assert figures["scaling"]["rows"][0]["ratio"] == 1.0
     report = format_report(figures)
-    assert "speed-up" in report and "cost as members grow (2 -> 4)" in report
+    assert "speedup" in report and "6 members (6 schedules x 1 seeds)" in report
+    assert "cost as members grow (2 -> 4)" in report
+
+
+def test_the_plain_loop_trains_each_schedule_and_seed_as_the_batched_trainer_does():
+    # 10 schedules x 2 seeds: a member's LR table, init and batch order all follow its (schedule, seed)
+    figures = bench_members(n_members=20, **{**TINY, "epochs": 3}, wide=None)
+    assert figures["schedules"] == list(BENCH_SCHEDULES) and figures["seeds"] == 2
+    assert figures["max_rel_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("members, grid", [(30, 10 * [3]), (15, 5 * [3]), (12, 6 * [2]), (7, 7 * [1]),
+                                           (11, 1 * [11]), (1, [1])])
+def test_members_are_the_largest_grid_of_up_to_10_schedules(members, grid):
+    schedules, seeds = member_grid(members)
+    assert schedules == BENCH_SCHEDULES[:len(grid)] and [seeds] * len(schedules) == grid
+
+
+def test_the_wide_workload_reports_its_throughput():
+    figures = bench_members(n_members=2, **TINY, wide={"width": 8, "depth": 3, "batch_size": 32, "epochs": 1})
+    wide = figures["wide"]
+    assert wide["hidden"] == [8, 8, 8] and wide["batch_size"] == 32 and wide["epochs"] == 1 and wide["steps"] == 2
+    assert wide["seconds"] > 0 and figures["wide_gflops"] > 0
+    assert figures["wide_peak_fraction"] == pytest.approx(figures["wide_gflops"] / figures["peak_gflops"])
+    assert "wide_peak_fraction" in format_report(figures)
+
+
+CLI_TINY = ["--rows", "40", "--features", "3", "--epochs", "2", "--batch-size", "16", "--repeats", "1",
+            "--threads", "1"]
+
+
+def test_cli_bench_honours_its_options_and_writes_the_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([*HARNESS, "bench", "--members", "4", "--width", "5", "--depth", "3", *CLI_TINY,
+                           "--no-wide", "--json", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())
+    for key in ("speedup", "peak_fraction", "max_rel_diff", "members", "seconds_batched", "seconds_loop"):
+        assert key in figures, key
+    assert figures["members"] == 4 and figures["hidden"] == [5, 5, 5] and figures["threads"] == 1
+    assert figures["rows"] == 40 and figures["features"] == 3 and figures["epochs"] == 2
+    assert figures["batch_size"] == 16 and figures["steps"] == 2 * 3 and "wide" not in figures
+    assert figures["speedup"] > 0 and 0 < figures["peak_fraction"] and figures["max_rel_diff"] < 1e-4
+    assert "speedup" in done.stdout and "peak_fraction" in done.stdout and "max_rel_diff" in done.stdout
+
+
+def test_cli_bench_defaults_are_the_reference_workload():
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args(["bench"])
+    assert (args.members, args.width, args.depth, args.features) == (30, 64, 2, 20)
+    assert args.threads is None and not args.no_wide  # None: torch's default, all cores
+    assert REFERENCE == dict(n_members=30, rows=1000, features=20, width=64, depth=2, epochs=50, batch_size=64)
+    assert member_grid(30) == (BENCH_SCHEDULES, 3)
+
+
+@pytest.mark.parametrize("option, value", [("--width", "0"), ("--depth", "0"), ("--members", "0"),
+                                           ("--batch-size", "-1"), ("--threads", "0"), ("--epochs", "0")])
+def test_cli_bench_rejects_bad_sizes_in_one_line(option, value):
+    done = subprocess.run([*HARNESS, "bench", option, value, "--json", "/tmp/never-written.json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"harness: error: {option}: must be > 0, got {value}"
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_cli_bench_rejects_a_json_path_in_a_missing_folder_before_measuring(tmp_path):
+    done = subprocess.run([*HARNESS, "bench", "--json", str(tmp_path / "no" / "b.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--json: the folder of" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_training_flops_count_forward_and_backward_matmuls():
