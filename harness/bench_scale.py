@@ -17,15 +17,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import DEFAULT_SCHEDULES, Config, parse_config
+from harness.config import Config, parse_config
 
 LOOKBACK, HORIZON = 22, 5
+SCHEDULES = ["constant", {"name": "step", "step_size": 0.33, "gamma": 0.1},
+             {"name": "cosine", "min_lr_ratio": 0.01, "warmup": 0.05}, "wsd", "schedule_free"]
+"""The five schedules of the design's example config (fixed, so figures stay comparable)."""
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """One backtest's size: windows, members (the default config's 5 schedules x seeds), train rows
-    per window; the defaults are the default config's sizes (design section 2)."""
+    """One backtest's size: windows, members (:data:`SCHEDULES`, 5, x seeds), train rows per window;
+    the other defaults are the default config's (design section 2)."""
 
     windows: int = 16
     seeds: int = 3
@@ -44,7 +47,7 @@ class Sizes:
             "model": {"hidden": [self.hidden, self.hidden]},
             "training": {"epochs": self.epochs, "batch_size": 128, "seeds": self.seeds},
             "windows": {"train": self.train, "test": self.test, "purge": HORIZON},
-            "schedules": list(DEFAULT_SCHEDULES),
+            "schedules": list(SCHEDULES),
             "execution": {"executor": executor, "workers": workers},
         })
 
@@ -115,7 +118,7 @@ def _row(axis: str, sizes: Sizes, seconds: float, first: float) -> dict[str, Any
 
 
 def _members(sizes: Sizes) -> int:
-    return len(DEFAULT_SCHEDULES) * sizes.seeds
+    return len(SCHEDULES) * sizes.seeds
 
 
 def _seconds(sizes: Sizes, repeats: int, executor: str = "local", workers: int = 1) -> float:

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from harness.config import Config
+from harness.config import Config, default_config
 from tests.conftest import small_config
 
 
@@ -33,7 +33,7 @@ def test_run_help_documents_the_config(run_cli):
 def test_config_show_prints_the_resolved_default(run_cli):
     done = run_cli("config", "--show")
     assert done.returncode == 0, done.stderr
-    assert Config.model_validate(yaml.safe_load(done.stdout)) == Config()
+    assert Config.model_validate(yaml.safe_load(done.stdout)) == default_config()
 
 
 def test_plan_prints_the_window_plan(run_cli, tmp_path):

@@ -6,13 +6,23 @@ import pytest
 
 from harness.config import Config, load_config, parse_config
 from harness.errors import ConfigError
+from tests.conftest import ROOT
 
 
 def test_empty_file_is_the_default_config(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
     assert load_config(path) == Config()
-    assert load_config(None) == Config()
+
+
+def test_no_file_is_the_default_backtest_spelled_out_in_configs(tmp_path):
+    """`harness run` alone: the field defaults on the last ~2 years of windows, as configs/spx_vol.yaml."""
+    from harness.config import DEFAULT_START, default_config
+
+    default = load_config(None)
+    assert default == default_config() == Config(data={"start": DEFAULT_START})
+    shipped = load_config(ROOT / "configs" / "spx_vol.yaml")
+    assert shipped == default and shipped.fingerprint() == default.fingerprint()
 
 
 def test_defaults_follow_the_design():
@@ -23,7 +33,7 @@ def test_defaults_follow_the_design():
     assert config.training.seeds == 3 and config.training.boundary == "fresh"
     assert config.tracking.uri == "./mlruns"
     assert config.schedule_labels()[0] == "constant"
-    assert len(config.schedule_labels()) == 5
+    assert len(config.schedule_labels()) == 8
 
 
 @pytest.mark.parametrize(
