@@ -338,18 +338,8 @@ def _plain_member(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, model: dict,
     """One member trained as one would write it by hand; its test predictions."""
     torch.manual_seed(seed)
     net = make_model_factory(model, X.shape[1])()
-    total = epochs * math.ceil(len(X) / batch_size)
-    table = lr_table(schedule, total, LR)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: table[min(t, total - 1)] / LR)
-    loader = DataLoader(TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), batch_size=batch_size,
-                        shuffle=True, generator=torch.Generator().manual_seed(seed))
-    for _ in range(epochs):
-        for xb, yb in loader:
-            optimizer.zero_grad()
-            F.mse_loss(net(xb), yb).backward()
-            optimizer.step()
-            scheduler.step()
+    table = lr_table(schedule, epochs * math.ceil(len(X) / batch_size), LR)
+    _fit_plain(net, TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), table, epochs, batch_size, seed)
     net.eval()
     with torch.no_grad():
         return net(torch.as_tensor(X_test)).numpy()
@@ -456,6 +446,22 @@ def _batched(X: np.ndarray, y: np.ndarray, model: dict, schedules: Sequence[Any]
     return torch.cat([value.flatten(1) for value in result.state.values()], dim=1).numpy()
 
 
+def _fit_plain(net: torch.nn.Module, dataset: TensorDataset, table: np.ndarray, epochs: int, batch_size: int,
+               seed: int) -> None:
+    """Train ``net`` as one writes it by hand: ``AdamW`` (no weight decay; torch's default is 0.01),
+    the LR ``table`` through ``LambdaLR``, a ``DataLoader`` shuffled by a generator seeded ``seed``."""
+    total = len(table)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: table[min(t, total - 1)] / LR)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    for _ in range(epochs):
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            F.mse_loss(net(xb), yb).backward()
+            optimizer.step()
+            scheduler.step()
+
+
 def _plain(X: np.ndarray, y: np.ndarray, model: dict, schedules: Sequence[Any], seeds: int, epochs: int,
            batch_size: int, seed: int) -> np.ndarray:
     """The per-member loop the batched trainer replaces, over the same members in the same order."""
@@ -468,17 +474,7 @@ def _plain(X: np.ndarray, y: np.ndarray, model: dict, schedules: Sequence[Any], 
         for member_seed in range(seed, seed + seeds):
             torch.manual_seed(member_seed)
             net = factory()
-            optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)  # torch's default is 0.01
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                          lambda t, table=table: table[min(t, total - 1)] / LR)
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                generator=torch.Generator().manual_seed(member_seed))
-            for _ in range(epochs):
-                for xb, yb in loader:
-                    optimizer.zero_grad()
-                    F.mse_loss(net(xb), yb).backward()
-                    optimizer.step()
-                    scheduler.step()
+            _fit_plain(net, dataset, table, epochs, batch_size, member_seed)
             weights.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
     return torch.stack(weights).numpy()
 
