@@ -184,6 +184,9 @@ def log_backtest(
             seed_mean_metrics=seed_mean_metrics, aggregates=aggregates, predictions=predictions, training=training,
             lr_curves=lr_curves, summary=summary, extra_artifacts=extra_artifacts,
         )
+    except KeyboardInterrupt:  # as a run opened by _run ends: KILLED on Ctrl-C, FAILED on an error
+        end_run(store, parent_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
     except BaseException:
         end_run(store, parent_id, RunStatus.to_string(RunStatus.FAILED))
         raise
@@ -683,8 +686,7 @@ def reopen_run(store: Store, run_id: str, tags: Mapping[str, Any]) -> None:
     """Set an unfinished run back to RUNNING and update ``tags`` (a resumed backtest takes it over)."""
     client = _client(store)
     client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-    for key, value in _plain_tags(tags).items():
-        client.set_tag(run_id, key, value)
+    _set_tags(client, run_id, tags)
 
 
 def end_run(store: Store, run_id: str, status: str) -> None:
@@ -775,6 +777,12 @@ def _plain_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     return {str(key): _clip(str(value), MAX_TAG_VALUE) for key, value in tags.items()}
 
 
+def _set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set (or replace) ``tags`` on an existing run, as strings clipped to MLflow's limit."""
+    for key, value in _plain_tags(tags).items():
+        client.set_tag(run_id, key, value)
+
+
 # --- model registry (`harness select`: the selection report and the production model) ----------
 
 CHAMPION = "champion"
@@ -811,8 +819,7 @@ def log_selection(store: Store, parent_run_id: str, folder: str | Path, tags: Ma
     ``tags`` on it (``selected_schedule``, ...); a later selection replaces them."""
     client = _client(store)
     client.log_artifacts(parent_run_id, str(folder))
-    for key, value in tags.items():
-        client.set_tag(parent_run_id, str(key), _clip(str(value), MAX_TAG_VALUE))
+    _set_tags(client, parent_run_id, tags)
 
 
 def register_model(

@@ -322,10 +322,11 @@ def _last_finite(step_loss: np.ndarray, tail: float = 0.1) -> np.ndarray:
     (a member frozen early for divergence)."""
     if not step_loss.size:
         return np.full(len(step_loss), np.nan)
-    n_tail = max(1, int(np.ceil(step_loss.shape[1] * tail)))
-    last = np.where(np.isfinite(step_loss[:, -n_tail:]), step_loss[:, -n_tail:], 0.0)
-    count = np.isfinite(step_loss[:, -n_tail:]).sum(axis=1)
-    return np.divide(last.sum(axis=1), count, out=np.full(len(step_loss), np.nan), where=count > 0)
+    last = step_loss[:, -max(1, int(np.ceil(step_loss.shape[1] * tail))):]
+    finite = np.isfinite(last)
+    count = finite.sum(axis=1)
+    return np.divide(np.where(finite, last, 0.0).sum(axis=1), count, out=np.full(len(step_loss), np.nan),
+                     where=count > 0)
 
 
 def churn_frame(window: int, labels: list, previous: np.ndarray, current: np.ndarray) -> pd.DataFrame:
