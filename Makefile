@@ -1,11 +1,12 @@
 # The README's two commands: `make run` and `make test`. Each sets up .venv on first use.
+# `make test-fast`: the inner loop, every test but those marked slow (under 2 minutes on 2 cores).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RAY    := $(VENV)/.installed-ray
 
-.PHONY: run test setup clean-venv
+.PHONY: run test test-fast setup clean-venv
 
 setup: $(STAMP)
 
@@ -27,6 +28,9 @@ run: $(STAMP)
 
 test: $(RAY)
 	$(BIN)/python -m pytest
+
+test-fast: $(RAY)
+	$(BIN)/python -m pytest -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

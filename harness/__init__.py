@@ -14,9 +14,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": "harness.trainer",
-    "TrainResult": "harness.trainer",
-    "run_backtest": "harness.engine",
+    "train": "harness.training",
+    "TrainResult": "harness.training",
+    "run_backtest": "harness.backtest",
     "load_config": "harness.config",
     "Config": "harness.config",
     "lr_table": "harness.schedules",

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError, HarnessError, did_you_mean
 
@@ -184,7 +191,9 @@ class Config(_Section):
     @field_validator("schedules")
     @classmethod
     def _known_schedules(cls, value: list) -> list:
-        from harness.schedules import get_schedule  # schedules validate their own params
+        from harness.schedules import (
+            get_schedule,  # schedules validate their own params
+        )
 
         if not value:
             raise ValueError("must list at least one schedule")

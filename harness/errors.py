@@ -35,3 +35,9 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> HarnessError:
     return HarnessError(
         f"unknown {kind} '{name}'{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (trailing dots trimmed), or its type's name."""
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(". ") if text else type(exc).__name__

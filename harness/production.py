@@ -2,7 +2,7 @@
 
 ``harness select --register`` rebuilds the backtest's config, plans it, takes the **last window**
 and trains the chosen schedule's members there, exactly as the backtest trains a window
-(:func:`harness.window_run.run_window`: scalers fitted on the window's train rows, the same seeds,
+(:class:`harness.backtest.window.WindowTrainer`: scalers fitted on the window's train rows, the same seeds,
 epochs and validation tail), always from a fresh initialisation (``training.boundary: fresh``)
 so the model does not depend on the windows before.
 
@@ -40,7 +40,7 @@ class EnsembleModel(nn.Module):
 
     ``forward`` takes raw features ``[n, F]`` (any float dtype) and returns float64 ``[n]``:
     ``mean_m target_inverse(member_m((x − x_mean)/x_std) · y_std + y_mean)``, the arithmetic of
-    :class:`harness.window_run.Fitted` (scaling in float64, the network in its own dtype).
+    :class:`harness.backtest.window.Fitted` (scaling in float64, the network in its own dtype).
     """
 
     def __init__(self, members: list[nn.Module], x_mean: np.ndarray, x_std: np.ndarray, y_mean: np.ndarray,
@@ -118,10 +118,9 @@ class Production:
 
 def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | None = None) -> Production:
     """Retrain ``schedule`` (a label of ``config``'s schedules) on the last window's train rows."""
-    from harness.engine import plan
+    from harness.backtest.plan import plan
+    from harness.backtest.window import Start, WindowTrainer
     from harness.schedules import get_schedule
-    from harness.window_run import model_inputs, run_window, steps_per_window
-    from strategies import get_strategy
 
     started = time.perf_counter()
     specs = {get_schedule(spec).label: spec for spec in config.schedules}
@@ -133,14 +132,14 @@ def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | No
     })
     the_plan = plan(single, prices)
     window = the_plan.windows[-1]
-    strategy = get_strategy(single.strategy.name, single.strategy.params)
-    done = run_window(single, strategy, the_plan.table, window, None, steps_per_window(single, the_plan.windows))
+    strategy = the_plan.strategy
+    trainer = WindowTrainer(single, strategy, the_plan.table)
+    done = trainer.train([window], [Start()], {})[0]
     diverged = done.training["diverged"].to_numpy(bool)
     fitted = done.fitted
     members = _members(single, fitted.result, the_plan.table.X.shape[1], np.flatnonzero(~diverged))
     model = EnsembleModel(members, fitted.x_scaler.mean, fitted.x_scaler.std, fitted.y_scaler.mean,
                           fitted.y_scaler.std, _torch_target_inverse(strategy))
-    X = the_plan.table.X.to_numpy(dtype=np.float64)
     n_test = len(window.test_rows)
     own = done.predictions["prediction"].to_numpy(np.float64).reshape(-1, n_test)[~diverged]
     dates = pd.DatetimeIndex(the_plan.table.dates)
@@ -149,14 +148,14 @@ def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | No
         model=model, schedule=schedule, schedule_spec=specs[schedule], window=window.index,
         train_start=dates[window.train_rows[0]], train_end=dates[window.train_rows[-1]],
         n_train=len(window.train_rows), seeds=seeds, diverged=[s for s, d in zip(seeds, diverged) if d],
-        features=[str(c) for c in the_plan.table.X.columns], example=model_inputs(single, X, window.test_rows),
+        features=[str(c) for c in the_plan.table.X.columns], example=trainer.inputs(window.test_rows),
         expected=own.mean(axis=0), test_dates=dates[window.test_rows], seconds=time.perf_counter() - started,
     )
 
 
 def _members(config: Config, result: Any, n_features: int, live: np.ndarray) -> list[nn.Module]:
     """One plain module per live member, holding that member's trained parameters."""
-    from harness.stack import make_model_factory
+    from harness.training import make_model_factory
 
     factory = make_model_factory(config.model.network(), n_features=n_features)
     state = result.state

@@ -13,7 +13,15 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from harness.errors import HarnessError
-from strategies.base import Strategy, Table, adj_close, finite_rows, future_sum, log_returns, realized_vol
+from strategies.base import (
+    Strategy,
+    Table,
+    adj_close,
+    finite_rows,
+    future_sum,
+    log_returns,
+    realized_vol,
+)
 
 PERIODS_PER_YEAR = 252
 

@@ -15,7 +15,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from strategies.base import Strategy, Table, adj_close, finite_rows, future_sum, log_returns, realized_vol
+from strategies.base import (
+    Strategy,
+    Table,
+    adj_close,
+    finite_rows,
+    future_sum,
+    log_returns,
+    realized_vol,
+)
 
 PERIODS_PER_YEAR = 252
 WEEK = 5

@@ -1,11 +1,17 @@
-"""Shared fixtures: small, fast configs on the bundled data, and a CLI runner."""
+"""Shared fixtures: small, fast configs on the bundled data, and CLI runners (in-process and subprocess).
+
+Tests slower than ~2 s are marked ``slow`` (``make test-fast`` leaves them out; ``make test`` runs all).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -47,9 +53,59 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+class CliResult(NamedTuple):
+    """What one ``harness`` command did: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Run ``harness.cli.main(ARGS)`` in this process from the repo root: ``(returncode, stdout, stderr)``.
+
+    For commands that need no process of their own; kills, signals and import-time checks keep
+    :func:`run_cli`. The environment is :func:`run_cli`'s (offline, MLflow store in ``tmp_path``).
+    argparse's ``SystemExit`` (``--help``: 0, a usage error: 2) becomes the exit status, as in a
+    shell; anything else ``main`` raises fails the test with its traceback. The ``harness: warning:``
+    lines of the CLI's logging land in ``stderr``, and MLflow logs at WARNING as ``main`` sets it up in a
+    fresh process (here MLflow was imported before); ``harness run``'s SIGTERM handler is undone after.
+    """
+    from harness.cli import main
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HARNESS_OFFLINE", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "mlruns"))
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"))
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()  # only this command's output
+        root, mlflow_log = logging.getLogger(), logging.getLogger("mlflow")
+        handlers, level, mlflow_level = root.handlers[:], root.level, mlflow_log.level
+        root.handlers.clear()  # so main's logging.basicConfig writes to the captured stderr, as in a shell
+        mlflow_log.setLevel(logging.WARNING)  # what MLFLOW_LOGGING_LEVEL=WARNING gives a fresh process
+        sigterm = signal.getsignal(signal.SIGTERM)
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        finally:
+            signal.signal(signal.SIGTERM, sigterm)
+            for handler in root.handlers:
+                handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            mlflow_log.setLevel(mlflow_level)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
 @pytest.fixture
 def run_cli(tmp_path):
-    """Run ``python -m harness ARGS`` in a subprocess from the repo root."""
+    """Run ``python -m harness ARGS`` in a subprocess from the repo root (kills, signals, a fresh interpreter)."""
 
     def run(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
         full_env = {**os.environ, "HARNESS_OFFLINE": "1", "MLFLOW_TRACKING_URI": str(tmp_path / "mlruns"), **(env or {})}

@@ -147,6 +147,7 @@ def test_plateau_and_schedule_free_members_run_in_the_backtest(tmp_path, prices)
     assert np.isfinite(result.predictions["prediction"]).all()
 
 
+@pytest.mark.slow
 def test_return_forecast_logs_each_schedules_equity_curve(tmp_path):
     """The trading view's equity over all out-of-sample windows, recomputed by hand from the
     logged seed-mean predictions (sign positions, no costs), and its PNG on the parent run."""

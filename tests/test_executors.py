@@ -48,6 +48,7 @@ def test_jobs_split_the_windows_for_two_workers_and_chains_go_one_window_at_a_ti
                 for w in job.windows] == [1, 2, 4]
 
 
+@pytest.mark.slow
 def test_process_and_ray_give_the_local_numbers(tmp_path, prices):
     """Ray starts its own local instance here (2 CPUs) and shuts it down afterwards."""
     local = _frames(tmp_path, prices, "local")
@@ -66,6 +67,7 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_chained_policy_ships_each_windows_members_to_the_next_job(tmp_path, prices, ray_session):
     local = _frames(tmp_path, prices, "local", "warm_continue")
     for executor in ("process", "ray"):
@@ -82,6 +84,7 @@ class NoBaseline(VolatilityForecast):
         raise HarnessError("strategy.params: this baseline needs more rows; lower windows.test")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["process", "ray"])
 def test_a_user_error_in_a_worker_comes_back_as_the_same_one_line_error(tmp_path, prices, executor, ray_session):
     raw = small_config(tmp_path, strategy={"name": "tests.test_executors:NoBaseline", "params": {}},
@@ -101,9 +104,10 @@ def test_a_bad_ray_address_fails_fast_with_one_line(address, words):
         _check_reachable(address, timeout=2.0)
 
 
+@pytest.mark.slow
 def test_bench_scale_doubles_one_size_at_a_time_and_times_each_executor():
     """A smoke test on tiny sizes: the figures' shape, never their values (the machine is shared)."""
-    from harness.bench_scale import Sizes, bench_scale, format_scale
+    from harness.bench import Sizes, bench_scale, format_scale
 
     figures = bench_scale(Sizes(windows=2, seeds=1, train=100, test=10, epochs=1, hidden=4), workers=2)
     axes = {row["axis"]: row for row in figures["axes"]}

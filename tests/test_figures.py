@@ -181,3 +181,36 @@ def test_equity_png(tmp_path):
     assert has_color(image, PALETTE[0]) and has_color(image, PALETTE[1])
     with pytest.raises(HarnessError, match="no equity curves"):
         figures.plot_equity({}, tmp_path / "none.png")
+
+
+def test_backtest_figures_are_the_files_of_the_parent_and_of_each_schedule_run(tmp_path):
+    labels = ["constant", "cosine", "wsd"]
+    seed_mean, per_seed = window_frames(labels=tuple(labels))
+    predictions = predictions_frame(labels=tuple(labels))
+    curves = {label: np.linspace(1e-3, 1e-5, 60) * (k + 1) for k, label in enumerate(labels)}
+    parent, schedules = figures.backtest_figures({"selection": {"metric": "mae"}}, per_seed, seed_mean, predictions,
+                                                 curves, labels, tmp_path / "drawn")
+    assert list(parent) == ["comparison.png", "errors.png"] and list(schedules) == labels
+    assert read_png(parent["comparison.png"]).shape[:2] == DOUBLE_PX
+    assert read_png(parent["errors.png"]).shape[:2] == DOUBLE_PX
+    assert all(list(own) == ["lr_curve.png", "window_metrics.png"] for own in schedules.values())
+    assert read_png(schedules["wsd"]["lr_curve.png"]).shape[:2] == SINGLE_PX
+    files = [*parent.values(), *(path for own in schedules.values() for path in own.values())]
+    assert len(set(files)) == len(files) and all(path.is_relative_to(tmp_path / "drawn") for path in files)
+    # the headline metric is selection.metric when it was scored, else rmse
+    mae = figures.plot_window_metrics(seed_mean[seed_mean["schedule"] == "cosine"], "mae", tmp_path / "mae.png",
+                                      per_seed=per_seed[per_seed["schedule"] == "cosine"])
+    np.testing.assert_array_equal(read_png(schedules["cosine"]["window_metrics.png"]), read_png(mae))
+    _, fallback = figures.backtest_figures({"selection": {"metric": "qlike"}}, per_seed, seed_mean, predictions,
+                                           curves, labels, tmp_path / "fallback")
+    rmse = figures.plot_window_metrics(seed_mean[seed_mean["schedule"] == "cosine"], "rmse", tmp_path / "rmse.png",
+                                       per_seed=per_seed[per_seed["schedule"] == "cosine"])
+    np.testing.assert_array_equal(read_png(fallback["cosine"]["window_metrics.png"]), read_png(rmse))
+
+
+def test_backtest_figures_of_a_backtest_without_rows_are_only_lr_curves(tmp_path):
+    seed_mean, per_seed = window_frames(labels=("constant",))
+    parent, schedules = figures.backtest_figures({}, per_seed.iloc[:0], seed_mean.iloc[:0],
+                                                 predictions_frame(labels=("constant",)).iloc[:0],
+                                                 {"constant": np.ones(10)}, ["constant"], tmp_path)
+    assert parent == {} and list(schedules["constant"]) == ["lr_curve.png"]

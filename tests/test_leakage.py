@@ -99,11 +99,11 @@ def test_the_purge_must_cover_the_label_horizon_and_then_no_train_label_reaches_
 
 
 @pytest.mark.parametrize(("short_purge", "status"), [("error", 2), ("warn", 0)])
-def test_a_short_purge_is_an_error_or_a_warning_as_configured_through_the_cli(run_cli, tmp_path, short_purge, status):
+def test_a_short_purge_is_an_error_or_a_warning_as_configured_through_the_cli(cli, tmp_path, short_purge, status):
     raw = small_config(tmp_path, windows={"train": 252, "test": 42, "purge": 2, "short_purge": short_purge})
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
-    done = run_cli("plan", str(path))
+    done = cli("plan", str(path))
     assert done.returncode == status, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr

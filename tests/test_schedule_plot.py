@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.schedule_plot import NOMINAL, plot_lr_curves, plot_schedules, schedule_curves
+from harness.figures import NOMINAL, plot_lr_curves, plot_schedules, schedule_curves
 from harness.schedules import SCHEDULES, lr_table
 
 
@@ -34,7 +34,19 @@ def test_log_scale_with_zero_lrs_still_draws(tmp_path):
 
 def test_plot_schedules_draws_the_whole_catalogue(tmp_path):
     out = plot_schedules(list(SCHEDULES), 300, tmp_path / "all.png", base_lr=0.01, log_scale=True)
-    read_png(out)
+    assert out == tmp_path / "all.png" and out.is_file()
+    image = read_png(out)
+    assert image[..., :3].std() > 0.01  # not a blank canvas
+    # every schedule is drawn: the same plot without the last one differs, and so do other steps
+    fewer = read_png(plot_schedules(list(SCHEDULES)[:-1], 300, tmp_path / "fewer.png", base_lr=0.01, log_scale=True))
+    assert not np.array_equal(image, fewer)
+    longer = read_png(plot_schedules(list(SCHEDULES), 600, tmp_path / "longer.png", base_lr=0.01, log_scale=True))
+    assert not np.array_equal(image, longer)
+    # and it is the catalogue's curves, drawn by plot_lr_curves with the promised title
+    curves = schedule_curves(list(SCHEDULES), 300, base_lr=0.01)
+    same = plot_lr_curves(curves, tmp_path / "same.png", log_scale=True,
+                          title="LR schedules over 300 optimizer steps (base LR 0.01)")
+    np.testing.assert_array_equal(image, read_png(same))
 
 
 def test_adaptive_kinds_are_drawn_as_labelled_nominal_curves():

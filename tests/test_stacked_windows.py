@@ -20,10 +20,10 @@ from harness.config import parse_config
 from harness.data import load_prices
 from harness.engine import assemble, chunk_windows, plan, score
 from harness.errors import DataError, HarnessError
-from harness.trainer import MemberBatches, WindowData, train, train_windows, training_bytes
+from harness.training import MemberBatches, WindowData, train, train_windows, training_bytes
 from harness.window_run import Chunk, run_chunk, run_window, steps_per_window
 from tests.conftest import ROOT, small_config
-from tests.test_trainer import assert_matches_solo
+from tests.training.test_loop import assert_matches_solo
 
 SCHEDULES = ["constant", {"name": "cosine", "warmup": 0.2}, {"name": "plateau", "patience": 0, "factor": 0.5},
              "schedule_free"]

@@ -133,7 +133,9 @@ def window_lr_table(
     ``warm_continue``: one schedule spans every window's steps (fractions, warmup included,
     are of that whole span) and window k gets its slice ``[k*S, (k+1)*S)``.
     ``steps_per_window`` is one count for all windows, or one per window (expanding windows
-    grow); the result has that window's length.
+    grow); the result has that window's length. Adaptive kinds (plateau, schedule_free) span the
+    windows with their nominal curve (:meth:`Schedule.nominal_table`: the warmup ramp once, in
+    window 0, then the base LR); the backtest's ``warm_continue`` members use exactly this table.
     """
     if boundary not in BOUNDARIES:
         raise unknown_name("boundary policy", boundary, BOUNDARIES)
@@ -145,7 +147,7 @@ def window_lr_table(
     if boundary != "warm_continue":
         return schedule.table(sizes[window_index], base_lr)
     start = sum(sizes[:window_index])
-    return schedule.table(sum(sizes), base_lr)[start:start + sizes[window_index]]
+    return schedule.nominal_table(sum(sizes), base_lr)[start:start + sizes[window_index]]
 
 
 def _parse(spec: Any) -> tuple[str, dict[str, Any]]:

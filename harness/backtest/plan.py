@@ -1,0 +1,95 @@
+"""What a backtest will do: the data, the strategy table and the windows (no training)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.config import Config
+from harness.data import fingerprint, load_data
+from harness.errors import HarnessError
+from harness.windows import WalkForward
+from strategies import get_strategy
+
+log = logging.getLogger("harness.backtest")
+
+
+@dataclass
+class Window:
+    """One walk-forward window as row positions of the strategy table."""
+
+    index: int
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+
+
+@dataclass
+class Plan:
+    """The data, the strategy and its table, and the windows cut over the table's dates."""
+
+    config: Config
+    prices: pd.DataFrame
+    strategy: Any
+    table: Any
+    windows: list[Window]
+    data_hash: str
+
+    @property
+    def dates(self) -> pd.DatetimeIndex:
+        """The date of every table row."""
+        return pd.DatetimeIndex(self.table.dates)
+
+
+def plan(config: Config, prices: pd.DataFrame | None = None) -> Plan:
+    """Load data, build the strategy table and cut the windows; raise on anything unusable."""
+    prices = load_data(config) if prices is None else prices
+    strategy = get_strategy(config.strategy.name, config.strategy.params)
+    table = strategy.build(prices)
+    _check_purge(config, table.horizon)
+    _check_sequences(config, pd.DatetimeIndex(table.dates))
+    windows = cut_windows(config, pd.DatetimeIndex(table.dates))
+    return Plan(config, prices, strategy, table, windows, fingerprint(prices))
+
+
+def cut_windows(config: Config, row_dates: pd.DatetimeIndex) -> list[Window]:
+    """Windows over the table's unique dates, mapped back to row positions.
+
+    Several rows may share a date (option chains): a date is never split between train and test.
+    """
+    dates = pd.DatetimeIndex(np.unique(row_dates.values))
+    spec = config.windows
+    splitter = WalkForward(
+        train=spec.train, test=spec.test, step=spec.step, purge=spec.purge,
+        embargo=spec.embargo, mode=spec.mode, dates=dates,
+    )
+    date_pos = np.searchsorted(dates.values, row_dates.values)
+    return [
+        Window(k, np.flatnonzero(np.isin(date_pos, train)), np.flatnonzero(np.isin(date_pos, test)))
+        for k, (train, test) in enumerate(splitter.split(np.arange(len(dates))))
+    ]
+
+
+def _check_sequences(config: Config, dates: pd.DatetimeIndex) -> None:
+    """A recurrent model reads each row's preceding rows as a time series: one row per date."""
+    if config.model.recurrent and not dates.is_unique:
+        raise HarnessError(
+            f"model.type: {config.model.type} reads the preceding table rows as a time series, but strategy "
+            f"'{config.strategy.name}' has several rows per date; use model.type: mlp for it"
+        )
+
+
+def _check_purge(config: Config, horizon: int) -> None:
+    purge = config.windows.purge
+    if purge >= horizon:
+        return
+    message = (
+        f"windows.purge: {purge} is shorter than the label horizon {horizon} of strategy "
+        f"'{config.strategy.name}', so train labels overlap the test slice; set windows.purge >= {horizon}"
+    )
+    if config.windows.short_purge == "error":
+        raise HarnessError(message + " (or windows.short_purge: warn to accept it)")
+    log.warning(message)

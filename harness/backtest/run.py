@@ -1,0 +1,181 @@
+"""``harness run``: the walk-forward loop, top to bottom, and the backtest logged to MLflow.
+
+config → :func:`~harness.backtest.plan.plan` (data, strategy table, windows) → the boundary
+policy's jobs → an executor trains them → :func:`~harness.backtest.result.assemble` (tidy frames
+and scores) → figures → :mod:`harness.tracking` → the selection.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from harness import __version__, provenance, tracking
+from harness.backtest import resume
+from harness.backtest.boundary import policy
+from harness.backtest.executors import Work, check_execution, open_executor
+from harness.backtest.plan import Plan, plan
+from harness.backtest.result import Backtest, assemble
+from harness.backtest.window import WindowResult, steps_per_window
+from harness.config import Config
+from harness.errors import HarnessError
+from harness.evaluation.selection import SelectionReport, select
+
+
+def run_backtest(config: Config, *, prices: pd.DataFrame | None = None, progress: bool = True) -> Backtest:
+    """Retrain every member in every window, predict each test slice, and score them (no MLflow)."""
+    the_plan = plan(config, prices)
+    return assemble(the_plan, policy(config, the_plan.windows), run_windows(the_plan, progress=progress))
+
+
+def run_windows(the_plan: Plan, *, progress: bool = True, keep_fitted: bool = False,
+                checkpoint: resume.Checkpoint | None = None) -> list[WindowResult]:
+    """Train the plan's windows on ``execution.executor``, as the boundary policy groups and chains them.
+
+    Windows already in ``checkpoint`` are taken from it, not retrained; each newly finished job
+    is saved to it before the next result is awaited (only this driver process writes).
+    ``keep_fitted`` keeps each window's trained members on its result.
+    """
+    config = the_plan.config
+    boundary = checkpoint.boundary if checkpoint else policy(config, the_plan.windows)
+    done = dict(checkpoint.done) if checkpoint else {}
+    todo = [w for w in the_plan.windows if w.index not in done]
+    jobs = boundary.jobs(todo, n_features=the_plan.table.X.shape[1])
+    work = Work(config, the_plan.strategy, the_plan.table, boundary, keep_fitted)
+    members = len(config.schedules) * config.training.seeds
+    with _progress_bar(config, len(the_plan.windows), progress, initial=len(done)) as bar, \
+            open_executor(config.execution, work, n_jobs=boundary.workers(len(jobs))) as executor:
+        for results in boundary.run(executor, jobs, checkpoint.state if checkpoint else None):
+            if checkpoint is not None:
+                checkpoint.save(results)
+            for result in results:
+                result.fitted = result.fitted if keep_fitted else None
+                done[result.index] = result
+            bar.update(len(results))
+            bar.set_postfix(members=len(done) * members)
+    return [done[k] for k in sorted(done)]
+
+
+@dataclass
+class Outcome:
+    """What ``harness run`` did: the backtest (trained now, or read back when the same backtest had
+    already finished), where MLflow has it, and its selection."""
+
+    backtest: Backtest
+    store: Any
+    run_id: str
+    trained: bool = True
+    resumed: int = 0
+    seconds: float = 0.0
+    log_seconds: float = 0.0
+    selection: SelectionReport | None = None
+    selection_error: str = ""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during ``harness run``: the parent run is ended KILLED; finished windows stay saved."""
+
+    def __init__(self, saved: int, total: int, run_id: str) -> None:
+        super().__init__(f"interrupted: {saved} of {total} windows are saved in run {run_id}; "
+                         "run the same command again to resume")
+        self.saved, self.total, self.run_id = saved, total, run_id
+
+
+def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame | None = None,
+                rerun: bool = False) -> Outcome:
+    """``harness run``: the backtest, one MLflow parent run with a child per schedule, the selection.
+
+    Resumable (:mod:`harness.backtest.resume`): the parent run opens before training, finished
+    windows are saved into it as they come, and an interrupted run of the same backtest is taken
+    over. If the same backtest already finished, it is read back, not run (``rerun=True`` starts a
+    new one). The parent ends FINISHED, FAILED on an error, or KILLED on Ctrl-C (:class:`Interrupted`).
+    """
+    store = tracking.resolve_store(tracking_uri(config))
+    tracking.check_server(store)
+    tracking.ensure_experiment(store, config.experiment)  # before any work: a bad store fails fast
+    the_plan = plan(config, prices)
+    steps_per_window(config, the_plan.windows)  # refused before any run exists: a window too small to fit,
+    check_execution(config.execution)           # an executor that cannot start
+    tags = run_tags(config, the_plan.data_hash)
+    earlier = resume.find_earlier(store, config.experiment, tags, rerun=rerun)
+    if earlier.finished:
+        return Outcome(tracking.load_backtest(store, earlier.finished), store, earlier.finished, trained=False)
+    checkpoint = resume.begin(store, config, tags, earlier, policy(config, the_plan.windows),
+                              run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}")
+    resumed = len(checkpoint.done)
+    started = time.perf_counter()
+    try:
+        backtest = assemble(the_plan, checkpoint.boundary, run_windows(the_plan, progress=progress,
+                                                                       checkpoint=checkpoint))
+        trained = time.perf_counter() - started
+        log_backtest(store, checkpoint.run_id, backtest, tags)
+    except KeyboardInterrupt:
+        tracking.end_run(store, checkpoint.run_id, "KILLED")
+        raise Interrupted(len(checkpoint.done), len(the_plan.windows), checkpoint.run_id) from None
+    except BaseException:
+        tracking.end_run(store, checkpoint.run_id, "FAILED")
+        raise
+    outcome = Outcome(backtest, store, checkpoint.run_id, resumed=resumed, seconds=trained,
+                      log_seconds=time.perf_counter() - started - trained)
+    select_and_log(outcome)
+    return outcome
+
+
+def log_backtest(store: Any, run_id: str, backtest: Backtest, tags: dict[str, str]) -> None:
+    """Draw the backtest's figures and log it into its open parent run ``run_id`` (ended FINISHED)."""
+    from pathlib import Path
+
+    from harness.figures import backtest_figures, plot_equity
+
+    backtest.run_id = run_id
+    with tempfile.TemporaryDirectory(prefix="harness-figures-") as folder:
+        parent_files, schedule_files = backtest_figures(
+            backtest.config.model_dump(mode="json"), backtest.metrics, backtest.seed_mean_metrics,
+            backtest.predictions, {label: backtest.lr_curve(label) for label in backtest.labels},
+            backtest.labels, folder)
+        equity = backtest.equity_curves()
+        if equity:
+            parent_files["equity.png"] = plot_equity(equity, Path(folder) / "equity.png")
+        tracking.finish_backtest(store, run_id, backtest, tags=tags, parent_files=parent_files,
+                                 schedule_files=schedule_files)
+
+
+def select_and_log(outcome: Outcome) -> None:
+    """The selection of ``harness select`` on a just-finished backtest, its report and figures logged
+    to the parent run (tag ``selected_schedule``). The backtest is already FINISHED and saved: a
+    selection that cannot be made (say, too few out-of-sample rows for the tests) is kept as a
+    line on the outcome, not raised."""
+    from harness.figures import selection_figures
+
+    try:
+        report = select(outcome.backtest)
+    except HarnessError as error:
+        outcome.selection_error = str(error)
+        return
+    with tempfile.TemporaryDirectory(prefix="harness-selection-") as folder:
+        tracking.log_selection(outcome.store, outcome.run_id, selection_figures(report, folder), report.tags())
+    outcome.selection = report
+
+
+def tracking_uri(config: Config) -> str | None:
+    """The config's tracking.uri when the user set it, else None (then $MLFLOW_TRACKING_URI, else ./mlruns)."""
+    return config.tracking.uri if "uri" in config.tracking.model_fields_set else None
+
+
+def run_tags(config: Config, data_hash: str) -> dict[str, str]:
+    """Tags that name what a run is (resume matches on config_hash)."""
+    return {
+        "strategy": config.strategy.name, "data_hash": data_hash, "config_hash": config.fingerprint(),
+        "harness_version": __version__, "git_commit": provenance.git_commit(), "boundary": config.training.boundary,
+    }
+
+
+def _progress_bar(config: Config, n_windows: int, enabled: bool, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_windows, initial=initial, unit="window", desc=f"{config.experiment}",
+                disable=not enabled, dynamic_ncols=True, mininterval=0.5)

@@ -1,0 +1,53 @@
+"""The ``harness`` command line: one module per group of commands, rendering in :mod:`.render`.
+
+Every user mistake (:class:`~harness.errors.HarnessError`) becomes one line on stderr and exit
+status 2, without a traceback. Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from harness.cli import backtest, select, tools
+from harness.errors import HarnessError
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_logging() -> None:
+    """Warnings (data repairs, short purge) as one ``harness: warning:`` line each; MLflow's INFO chatter off."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.basicConfig(level=logging.WARNING, format="harness: %(levelname)s: %(message)s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Walk-forward backtests of learning-rate decay schedules for neural financial models.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    backtest.add_parsers(commands)
+    tools.add_parsers(commands)
+    select.add_parsers(commands)
+    return parser
+
+
+__all__ = ["build_parser", "main"]

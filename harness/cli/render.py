@@ -1,0 +1,99 @@
+"""What the commands print: the plan, a backtest's outcome, a batch summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.backtest import Outcome, Plan, Window
+from harness.evaluation.selection import selection_summary
+
+
+def plan_text(the_plan: Plan) -> str:
+    """``harness plan``: the data, the table and the windows (first and last three)."""
+    config, prices, table, dates = the_plan.config, the_plan.prices, the_plan.table, the_plan.dates
+    members = len(config.schedules) * config.training.seeds
+    lines = [
+        f"data      {config.data.source} {_data_name(the_plan)}: {len(prices)} rows "
+        f"{prices.index[0]:%Y-%m-%d} .. {prices.index[-1]:%Y-%m-%d} (hash {the_plan.data_hash})",
+        f"strategy  {config.strategy.name}: {len(table.X)} rows x {table.X.shape[1]} features, "
+        f"horizon {table.horizon}",
+        f"windows   {len(the_plan.windows)} {config.windows.mode} windows; members per window "
+        f"{members} ({len(config.schedules)} schedules x {config.training.seeds} seeds)",
+        "",
+        f"{'k':>4}  {'train from':>10}  {'train to':>10}  {'test from':>10}  {'test to':>10}  {'n_train':>7}  {'n_test':>6}",
+    ]
+    for window in _ends_of(the_plan.windows):
+        if window is None:
+            lines.append(f"{'...':>4}")
+            continue
+        tr, te = window.train_rows, window.test_rows
+        lines.append(
+            f"{window.index:>4}  {dates[tr[0]]:%Y-%m-%d}  {dates[tr[-1]]:%Y-%m-%d}  "
+            f"{dates[te[0]]:%Y-%m-%d}  {dates[te[-1]]:%Y-%m-%d}  {len(tr):>7}  {len(te):>6}"
+        )
+    return "\n".join(lines)
+
+
+def _data_name(the_plan: Plan) -> str:
+    data = the_plan.config.data
+    if data.source in ("csv", "parquet"):
+        return data.path
+    if data.source == "yfinance":
+        return ",".join(data.tickers)
+    return str(data.synthetic.get("model", "gbm"))
+
+
+def _ends_of(windows: list[Window], keep: int = 3) -> list[Window | None]:
+    if len(windows) <= 2 * keep + 1:
+        return list(windows)
+    return [*windows[:keep], None, *windows[-keep:]]
+
+
+def ui_line(outcome: Outcome) -> str:
+    return f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {outcome.store.tracking_uri}"
+
+
+def outcome_text(outcome: Outcome) -> str:
+    """``harness run``'s report of one backtest: what ran, the ranking, where it is logged, the selection."""
+    backtest, config = outcome.backtest, outcome.backtest.config
+    if not outcome.trained:
+        head = [f"{config.experiment}: this backtest (same config, data and code) already finished as run "
+                f"{outcome.run_id}; nothing trained (pass --rerun to run it again)"]
+    else:
+        head = [f"{config.experiment}: {backtest.n_windows} windows x {len(config.schedules)} schedules x "
+                f"{config.training.seeds} seeds in {outcome.seconds:.1f} s (MLflow logging {outcome.log_seconds:.1f} s)"]
+        if outcome.resumed:
+            head.append(f"resumed run {outcome.run_id}: {outcome.resumed} windows loaded from the interrupted run, "
+                        f"{backtest.n_windows - outcome.resumed} trained now")
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.5g}".format):
+        table = backtest.summary().to_string(index=False)
+    lines = [
+        *head,
+        "",
+        f"ranking by pooled {config.selection.metric} (seed-mean predictions over all out-of-sample windows):",
+        table,
+        "",
+        f"logged to experiment '{config.experiment}', parent run {outcome.run_id}",
+        f"compare schedules: {ui_line(outcome)}",
+    ]
+    if outcome.selection is not None:
+        lines += ["", selection_summary(outcome.selection),
+                  f"full report (DM tests, confidence set, intervals, PBO): harness select {config.experiment}"]
+    elif outcome.selection_error:
+        lines += ["", f"selection: not made ({outcome.selection_error}); the backtest itself is complete"]
+    return "\n".join(lines)
+
+
+def batch_summary(outcomes: list[Outcome]) -> str:
+    """One line per backtest of a batch: its best schedule by pooled metric and its parent run."""
+    rows = []
+    for outcome in outcomes:
+        config, summary = outcome.backtest.config, outcome.backtest.summary()
+        metric = f"pooled_{config.selection.metric}"
+        best = summary.iloc[0]
+        rows.append({"experiment": config.experiment, "windows": outcome.backtest.n_windows,
+                     "best schedule": best["schedule"], metric: best.get(metric, np.nan),
+                     "parent run": outcome.run_id, "trained": "now" if outcome.trained else "earlier"})
+    with pd.option_context("display.width", 200, "display.float_format", "{:.5g}".format):
+        return f"batch of {len(outcomes)} backtests:\n" + pd.DataFrame(rows).to_string(index=False)

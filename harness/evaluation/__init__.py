@@ -1,0 +1,1 @@
+"""Evaluation: precision and stability metrics, statistics on loss matrices, and the selection."""

@@ -1,0 +1,112 @@
+"""The selection report as markdown (what ``harness select`` prints and logs as ``selection.md``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from harness.evaluation.selection import SelectionReport
+
+
+def render_markdown(report: SelectionReport) -> str:
+    """The selection report as markdown."""
+    m = report.metric
+    level = f"{1 - report.alpha:.0%}"
+    loss = report.loss_name
+    lines = [
+        f"# Schedule selection: {report.experiment}",
+        "",
+        f"Backtest {'run `' + report.run_id + '`' if report.run_id else '(in memory)'}: {report.n_windows} windows, "
+        f"{report.n_obs} out-of-sample dates, {_count(len(report.table), 'schedule')}. Metric: **{m}** "
+        f"({'lower' if report.direction == 'min' else 'higher'} is better), per-date loss: {loss} of the "
+        "seed-mean prediction.",
+        "",
+        f"**Selected: `{report.selected}`** (rule `{report.rule}`: {report.rule_text}).",
+        "",
+        _mcs_sentence(report, level),
+        "",
+        "## Ranking",
+        "",
+        _markdown_table(_report_columns(report)),
+        "",
+        f"- **CI**: {level} stationary-bootstrap percentile interval of the pooled {m} (dates resampled jointly, "
+        f"mean block {report.block_size}, {report.reps} draws, seed {report.seed}).",
+        f"- **DM**: Diebold–Mariano statistic against `{report.best}` (lowest mean loss); > 0 means worse. "
+        f"Newey–West variance with {report.lags} lags, two-sided p from t({report.n_obs - 1}); "
+        "**p Holm** corrects for the comparisons made.",
+        f"- **MCS p**: `arch.bootstrap.MCS` p-value (range statistic, stationary bootstrap, mean block "
+        f"{report.block_size}, {report.reps} draws, seed {report.seed}); in the set iff p ≥ {report.alpha:g}.",
+        f"- **D**: dispersion score of the set's schedules, seed_std_{m}/mean + window_std_{m}/mean "
+        "(means over the set).",
+        f"- seed std: mean over windows of the std across seeds; window std/worst: across windows of the "
+        f"per-window {m}; best share: share of windows where the schedule is best.",
+        "",
+        "## Probability of backtest overfitting",
+        "",
+        _pbo_sentence(report),
+    ]
+    if report.notes:
+        lines += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
+    if report.production:
+        lines += ["", "## Production model", "", *report.production]
+    return "\n".join(lines) + "\n"
+
+
+def _mcs_sentence(report: SelectionReport, level: str) -> str:
+    held = report.mcs
+    names = ", ".join(f"`{name}`" for name in held)
+    if len(report.table) == 1:
+        return "Only one schedule was backtested: the tests below have nothing to compare it with."
+    if len(held) == 1:
+        return (f"The {level} model confidence set holds one schedule, {names}: every other schedule is "
+                f"significantly worse at α = {report.alpha:g}.")
+    return (f"The {level} model confidence set holds {len(held)} of {len(report.table)} schedules ({names}): "
+            "the data cannot tell these apart on loss alone, so the rule decides among them.")
+
+
+def _pbo_sentence(report: SelectionReport) -> str:
+    if report.pbo is None:
+        return f"PBO {report.pbo_note}."
+    verdict = ("high: picking the in-sample best schedule is close to a coin toss out of sample"
+               if report.pbo >= 0.5 else "the in-sample best schedule usually stays in the better half out of sample"
+               if report.pbo > 0.2 else "low: the in-sample best schedule stays among the best out of sample")
+    return f"PBO = **{report.pbo:.2f}** ({verdict}). {report.pbo_note}."
+
+
+def _report_columns(report: SelectionReport) -> pd.DataFrame:
+    m = report.metric
+    t = report.table
+    return pd.DataFrame({
+        "schedule": [f"**{s}**" if s == report.selected else s for s in t["schedule"]],
+        f"pooled {m}": t[f"pooled_{m}"].map(_num),
+        "CI": [f"[{_num(a)}, {_num(b)}]" for a, b in zip(t["ci_low"], t["ci_high"])],
+        "window std": t[f"window_std_{m}"].map(_num),
+        "worst window": t[f"window_worst_{m}"].map(_num),
+        "seed std": t[f"seed_std_{m}"].map(_num),
+        "DM": t["dm_stat"].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}"),
+        "p Holm": t["dm_p_holm"].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}"),
+        "MCS p": t["mcs_p"].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}"),
+        "in MCS": t["in_mcs"].map({True: "yes", False: "no"}),
+        "D": t["dispersion"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+        "diverged": t["divergence_rate"].map(lambda v: "—" if pd.isna(v) else f"{v:.0%}"),
+        "churn": t["churn"].map(_num),
+        "best share": t["best_window_share"].map(lambda v: "—" if pd.isna(v) else f"{v:.0%}"),
+    })
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _num(value: float) -> str:
+    return "—" if value is None or not np.isfinite(value) else f"{value:.4g}"
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(frame.shape[1])) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])

@@ -1,0 +1,263 @@
+"""Schedule selection (design section 8): which schedule goes to production.
+
+Everything works on the out-of-sample **loss matrix** of a :class:`~harness.backtest.result.Backtest`
+(one row per out-of-sample date, one column per schedule; losses of the seed-mean predictions,
+:func:`harness.evaluation.metrics.loss_matrix`) with the tests of
+:mod:`harness.evaluation.statistics`: Diebold–Mariano tests of every schedule against the best
+(Holm-corrected), the Model Confidence Set at ``selection.alpha``, bootstrap intervals of the
+pooled metric, and the probability of backtest overfitting over windows. The rule then picks one
+schedule (:data:`RULES`). Bootstraps are seeded: the same backtest gives the same report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from harness.config import SelectionConfig
+from harness.errors import HarnessError
+from harness.evaluation import metrics as M
+from harness.evaluation.report import render_markdown
+from harness.evaluation.statistics import (
+    PBO_MIN_WINDOWS,
+    REPS,
+    block_length,
+    bootstrap_intervals,
+    diebold_mariano,
+    holm,
+    identical_columns,
+    model_confidence_set,
+    newey_west_lags,
+    pbo_cscv,
+    pbo_splits,
+)
+
+if TYPE_CHECKING:
+    from harness.backtest.result import Backtest
+
+RULES = {
+    "mcs_stable": "among the schedules in the model confidence set, the lowest dispersion score "
+                  "D = seed_std/mean(seed_std) + window_std/mean(window_std) (means over the set's schedules) wins; "
+                  "ties (1e-9 relative) go to the better pooled {metric}",
+    "best_pooled": "the best pooled {metric} over all schedules wins (the confidence set is shown, not used)",
+    "best_worst_window": "among the schedules in the model confidence set, the best worst-window {metric} wins; "
+                         "ties go to the better pooled {metric}",
+}
+LOSSES = {"mse": "mse", "rmse": "mse", "r2_oos": "mse", "mae": "mae"}
+"""Per-observation loss behind each precision metric (others: the strategy's pointwise loss)."""
+LOSS_NAMES = {"mse": "squared error", "mae": "absolute error"}
+TIE = 1e-9
+
+
+# --- the rule ------------------------------------------------------------------------------------
+
+
+def dispersion_scores(table: pd.DataFrame, metric: str, candidates: Sequence[str]) -> pd.Series:
+    """D = seed_std_m / mean + window_std_m / mean over ``candidates`` (NaN for the others).
+
+    A term whose candidate mean is 0 or NaN (one seed, one window) is left out for all.
+    """
+    rows = table.set_index("schedule").loc[list(candidates)]
+    score = pd.Series(0.0, index=rows.index)
+    for column in (f"seed_std_{metric}", f"window_std_{metric}"):
+        values = rows[column].astype(np.float64)
+        scale = values.mean()
+        if np.isfinite(scale) and scale > 0:
+            score += values.fillna(np.inf) / scale
+    return score.reindex(table["schedule"])
+
+
+def apply_rule(table: pd.DataFrame, rule: str, metric: str, direction: str) -> str:
+    """The selected schedule of ``table`` (columns ``schedule, tested, in_mcs, dispersion, pooled_<m>,
+    window_worst_<m>``; ``tested``: finite losses on every date) under ``rule``."""
+    sign = 1.0 if direction == "min" else -1.0
+    pooled = sign * table[f"pooled_{metric}"].to_numpy(np.float64)
+    pool = table["in_mcs" if rule != "best_pooled" else "tested"].to_numpy(bool) & np.isfinite(pooled)
+    if rule == "best_pooled":
+        first = np.full(len(table), 0.0)
+    elif rule == "mcs_stable":
+        first = table["dispersion"].to_numpy(np.float64)
+    elif rule == "best_worst_window":
+        first = sign * table[f"window_worst_{metric}"].to_numpy(np.float64)
+    else:
+        raise HarnessError(f"selection.rule: unknown rule '{rule}'; valid: {', '.join(RULES)}")
+    if not pool.any():
+        raise HarnessError("no schedule is eligible for selection (every schedule diverged); fix the training setup")
+    first = np.where(np.isfinite(first), first, np.inf)
+    pooled = np.where(np.isfinite(pooled), pooled, np.inf)
+    best_first = first[pool].min()
+    tied = pool & (first <= best_first + TIE * max(abs(best_first), 1e-300))
+    index = np.flatnonzero(tied)[np.argmin(pooled[tied])]  # first in ranking order among equal pooled
+    return str(table["schedule"].iloc[index])
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SelectionReport:
+    """What :func:`select` found. ``table`` has one row per schedule, best pooled metric first."""
+
+    experiment: str
+    run_id: str | None
+    metric: str
+    direction: str
+    alpha: float
+    rule: str
+    selected: str
+    best: str
+    table: pd.DataFrame
+    pbo: float | None
+    pbo_note: str
+    n_obs: int
+    n_windows: int
+    lags: int
+    block_size: int
+    reps: int
+    seed: int
+    notes: list[str] = field(default_factory=list)
+    losses: pd.DataFrame = field(default=None, repr=False)
+    backtest: Backtest = field(default=None, repr=False)
+    production: list[str] = field(default_factory=list)
+
+    @property
+    def mcs(self) -> list[str]:
+        """The schedules in the model confidence set, in ranking order."""
+        return self.table.loc[self.table["in_mcs"], "schedule"].tolist()
+
+    @property
+    def loss_name(self) -> str:
+        """The per-date loss behind the metric, in words."""
+        loss = LOSSES.get(self.metric, self.metric)
+        return LOSS_NAMES.get(loss, f"{loss} loss")
+
+    @property
+    def rule_text(self) -> str:
+        return RULES[self.rule].format(metric=self.metric)
+
+    def tags(self) -> dict[str, str]:
+        """Tags for the backtest's parent run: ``selected_schedule`` and how it was chosen."""
+        return {"selected_schedule": self.selected, "selection_rule": self.rule, "selection_metric": self.metric,
+                "selection_alpha": f"{self.alpha:g}", "selection_mcs": ",".join(self.mcs)}
+
+    def markdown(self) -> str:
+        """The report as markdown (what ``harness select`` prints and logs as ``selection.md``)."""
+        return render_markdown(self)
+
+
+def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, reps: int = REPS) -> SelectionReport:
+    """Rank the schedules of ``backtest`` with statistics and pick one by ``selection.rule``.
+
+    ``overrides`` replace fields of the backtest's ``selection`` section (``metric``, ``alpha``,
+    ``rule``; None values are ignored) and are validated like it. Newey–West lags are at least the
+    label horizon − 1; ``training.seed`` seeds every bootstrap.
+    """
+    selection = _selection(backtest.config.selection, overrides)
+    strategy, horizon, seed = backtest.strategy, backtest.horizon, backtest.config.training.seed
+    metric, alpha = selection.metric, selection.alpha
+    ranking = M.ranking_table(backtest.aggregates, metric=metric, strategy=strategy)  # unknown metric: error
+    direction = M.better(metric, strategy)
+    all_losses = M.loss_matrix(backtest.predictions, LOSSES.get(metric, metric), by="date",
+                               training=backtest.training, strategy=strategy)
+    losses, notes = _testable(all_losses)
+    n_obs = len(losses)
+    lags = newey_west_lags(n_obs, horizon)
+    block = block_length(n_obs)
+    weights, baseline = _date_weights(backtest.predictions, losses.index, metric)
+    intervals = bootstrap_intervals(losses, metric, 1.0 - alpha, weights=weights, baseline=baseline, reps=reps,
+                                    block_size=block, seed=seed).set_index("schedule")
+    best = str(losses.mean().idxmin())
+    dm = {name: diebold_mariano(losses[name], losses[best], lags=lags) for name in losses.columns if name != best}
+    mcs_p = model_confidence_set(losses, alpha, reps=reps, block_size=block, seed=seed)
+    table = ranking.copy()
+    table.insert(2, "ci_low", table["schedule"].map(intervals["low"]))
+    table.insert(3, "ci_high", table["schedule"].map(intervals["high"]))
+    table["dm_stat"] = table["schedule"].map({k: v.stat for k, v in dm.items()})
+    table["dm_p"] = table["schedule"].map({k: v.pvalue for k, v in dm.items()})
+    table["dm_p_holm"] = table["schedule"].map(dict(zip(dm, holm([v.pvalue for v in dm.values()]))))
+    table["tested"] = table["schedule"].isin(losses.columns)
+    table["mcs_p"] = table["schedule"].map(mcs_p)
+    table["in_mcs"] = (table["mcs_p"] >= alpha).fillna(False).astype(bool)
+    table["dispersion"] = dispersion_scores(table, metric, table.loc[table["in_mcs"], "schedule"]).to_numpy()
+    pbo, pbo_note = _pbo(losses, backtest.predictions, weights)
+    n_windows = int(backtest.predictions["window"].nunique())
+    return SelectionReport(
+        experiment=backtest.config.experiment, run_id=backtest.run_id or None, metric=metric, direction=direction, alpha=alpha,
+        rule=selection.rule, selected=apply_rule(table, selection.rule, metric, direction), best=best,
+        table=table, pbo=pbo, pbo_note=pbo_note, n_obs=n_obs, n_windows=n_windows, lags=lags,
+        block_size=block, reps=reps, seed=seed, notes=notes, losses=losses, backtest=backtest,
+    )
+
+
+def _selection(selection: SelectionConfig, overrides: Mapping[str, Any] | None) -> SelectionConfig:
+    """``selection`` with ``overrides`` applied, validated as the config validates it."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if not given:
+        return selection
+    from harness.config import parse_config
+
+    return parse_config({"selection": {**selection.model_dump(mode="json"), **given}}).selection
+
+
+def selection_summary(report: SelectionReport) -> str:
+    """Two or three lines: the selected schedule, what the confidence set holds, and the rule."""
+    held = report.mcs
+    if len(report.table) == 1:
+        mcs = "only one schedule was backtested: there is nothing to compare it with"
+    elif len(held) == 1:
+        mcs = f"the {1 - report.alpha:.0%} model confidence set holds only {held[0]}: the data single it out"
+    else:
+        mcs = (f"the {1 - report.alpha:.0%} model confidence set holds {len(held)} of {len(report.table)} schedules "
+               f"({', '.join(held)}): the data cannot tell them apart")
+    return "\n".join([
+        f"selected schedule: {report.selected} (rule {report.rule}, metric {report.metric})",
+        mcs,
+        f"rule: {report.rule_text}",
+    ])
+
+
+def _testable(losses: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Schedules whose loss is finite on every date (others had every seed diverge somewhere)."""
+    finite = np.isfinite(losses.to_numpy(np.float64)).all(axis=0)
+    notes = [f"{name}: every seed diverged on some out-of-sample dates, so it is left out of the tests "
+             "and cannot be selected" for name in losses.columns[~finite]]
+    if not finite.any():
+        raise HarnessError("every schedule has diverged members on some windows; no schedule can be tested "
+                           "(lower training.lr or add training.grad_clip)")
+    return losses.loc[:, finite], notes
+
+
+def _date_weights(predictions: pd.DataFrame, dates: pd.Index, metric: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows per out-of-sample date (option chains have several), and for ``r2_oos`` the baseline's
+    per-date squared error."""
+    first = predictions[(predictions["schedule"] == predictions["schedule"].iloc[0])
+                        & (predictions["seed"] == predictions["seed"].iloc[0])]
+    weights = first.groupby("date").size().reindex(dates).to_numpy(np.float64)
+    if metric != "r2_oos":
+        return weights, None
+    errors = np.square(first["baseline"].to_numpy(np.float64) - first["target"].to_numpy(np.float64))
+    baseline = pd.Series(errors).groupby(first["date"].to_numpy()).mean().reindex(dates).to_numpy(np.float64)
+    return weights, baseline
+
+
+def _pbo(losses: pd.DataFrame, predictions: pd.DataFrame, weights: np.ndarray) -> tuple[float | None, str]:
+    n_windows = int(predictions["window"].nunique())
+    splits = pbo_splits(n_windows)
+    losses = losses[[group[0] for group in identical_columns(losses)]]  # a duplicate is not another candidate
+    if losses.shape[1] < 2:
+        return None, "not computed: it needs at least two schedules with different losses"
+    if splits is None:
+        return None, (f"not computed: CSCV needs at least {PBO_MIN_WINDOWS} windows to split into halves, "
+                      f"this backtest has {n_windows}; run more windows (a smaller windows.step or more data)")
+    window_of = predictions.groupby("date")["window"].first().reindex(losses.index).to_numpy()
+    # minus each window's summed loss (rows per date as weights): additive over windows
+    per_window = -losses.mul(weights, axis=0).groupby(window_of).sum().to_numpy(np.float64)
+    value = pbo_cscv(per_window, splits)
+    return value, (f"CSCV over {n_windows} windows in {splits} contiguous groups "
+                   f"({math.comb(splits, splits // 2)} in-sample/out-of-sample splits), "
+                   "performance = minus the mean loss")

@@ -1,0 +1,236 @@
+"""A backtest's runs: the parent opened first, finished windows kept in it, the schedules logged
+last; found, reopened, ended and read back (layout: :mod:`harness.tracking`).
+
+A resumable backtest (:func:`harness.backtest.run_and_log`) opens its parent run first (:func:`start_backtest`:
+RUNNING, config params and identity tags), keeps finished windows in it as artifacts while it runs
+(:func:`save_files`, :func:`fetch_files`), and at the end logs the schedules into that same parent
+(:func:`finish_backtest`), which it ends FINISHED. On an error the caller ends it with
+:func:`end_run` as FAILED (KILLED on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from harness.errors import HarnessError
+from harness.tracking.artifacts import (
+    FRAMES,
+    add_files,
+    check_payload,
+    download,
+    read_schedule,
+    rows,
+    staging,
+    write_parent_tables,
+    write_schedule_tables,
+)
+from harness.tracking.batch import (
+    flatten,
+    log_batch,
+    open_run,
+    plain_tags,
+    runs_frame,
+    schedule_metrics,
+    search,
+    set_tags,
+    source_tags,
+    tag_filter,
+)
+from harness.tracking.store import Store, ensure_experiment, open_client
+
+if TYPE_CHECKING:
+    from harness.backtest.result import Backtest
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class BacktestLog:
+    """What :func:`finish_backtest` logged, and the seconds it took (drawing the figures excluded)."""
+
+    experiment_id: str
+    parent_run_id: str
+    child_run_ids: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def start_backtest(
+    store: Store, experiment: str, *, run_name: str, config: Mapping[str, Any], tags: Mapping[str, Any]
+) -> str:
+    """Open a backtest's parent run (RUNNING, tag ``kind=backtest``) with the config as params.
+
+    End it with :func:`finish_backtest`, or with :func:`end_run` as FAILED or KILLED.
+    """
+    experiment_id = ensure_experiment(store, experiment)
+    client = open_client(store)
+    base_tags = plain_tags(tags)
+    run_id = client.create_run(
+        experiment_id, run_name=run_name, tags={**source_tags(base_tags), **base_tags, "kind": "backtest"}
+    ).info.run_id
+    try:
+        log_batch(client, run_id, params=flatten(config))
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    return run_id
+
+
+def finish_backtest(
+    store: Store,
+    parent_run_id: str,
+    backtest: Backtest,
+    *,
+    tags: Mapping[str, Any],
+    parent_files: Mapping[str, str | Path] | None = None,
+    schedule_files: Mapping[str, Mapping[str, str | Path]] | None = None,
+) -> BacktestLog:
+    """Log ``backtest``'s schedules as nested runs of the open parent from :func:`start_backtest`,
+    add the parent's files, and end it FINISHED.
+
+    Tracking writes the tables (``config.yaml``, ``summary.csv``; per schedule ``lr_curve.npy`` and
+    the parquet files); figures come drawn: ``parent_files`` maps an artifact name (may contain
+    ``/``) to a local file or folder for the parent run, ``schedule_files`` a schedule label to such
+    a mapping for its run (:func:`harness.figures.backtest_figures` returns both). A malformed
+    payload raises ValueError before any schedule run exists; the parent is left for the caller to end.
+    """
+    started = time.perf_counter()
+    labels = backtest.labels
+    lr_curves = {label: backtest.lr_curve(label) for label in labels}
+    parent_files, schedule_files = dict(parent_files or {}), dict(schedule_files or {})
+    check_payload(labels, backtest.metrics, backtest.seed_mean_metrics, backtest.aggregates, backtest.predictions,
+                  backtest.training, lr_curves, parent_files, schedule_files)
+    client = open_client(store)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    base_tags = plain_tags(tags)
+    config = backtest.config.model_dump(mode="json")
+    config_params = flatten(config)
+    schedule_params = backtest.schedule_params()
+    result = BacktestLog(experiment_id, parent_run_id)
+    for index, label in enumerate(labels):
+        child_tags = {
+            **source_tags(base_tags), **base_tags, "kind": "schedule", "schedule": label,
+            "schedule_index": str(index), MLFLOW_PARENT_RUN_ID: parent_run_id,
+        }
+        with open_run(client, experiment_id, label, child_tags) as child_id:
+            result.child_run_ids[label] = child_id
+            params = {**config_params, **flatten({"schedule": schedule_params[label]})}
+            log_batch(client, child_id, params=params, metrics=schedule_metrics(
+                rows(backtest.seed_mean_metrics, label), rows(backtest.aggregates, label)))
+            with staging() as folder:
+                write_schedule_tables(folder, {name: rows(getattr(backtest, name), label)
+                                               for name in (*FRAMES, "metrics", "seed_mean_metrics")},
+                                      lr_curves[label])
+                add_files(folder, schedule_files.get(label, {}))
+                client.log_artifacts(child_id, str(folder))
+    with staging() as folder:
+        write_parent_tables(folder, config, backtest.summary())
+        add_files(folder, parent_files)
+        client.log_artifacts(parent_run_id, str(folder))
+    client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def load_backtest(store: Store, experiment_or_parent_run_id: str) -> Backtest:
+    """Read a logged backtest back, as the :class:`~harness.backtest.result.Backtest` that was logged:
+    the latest finished one of an experiment, or a parent run id. ``tags`` omits MLflow's own."""
+    from harness.backtest.frames import lr_curves
+    from harness.backtest.result import Backtest
+    from harness.config import parse_config
+
+    client = open_client(store)
+    parent = _parent_run(client, store, experiment_or_parent_run_id)
+    parent_id = parent.info.run_id
+    children = search(client, parent.info.experiment_id, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'")
+    children.sort(key=lambda run: int(run.data.tags.get("schedule_index", 0)))
+    with staging() as folder:
+        parts = [read_schedule(client, run, folder / run.info.run_id) for run in children]
+        config = yaml.safe_load(download(client, parent_id, "config.yaml", folder).read_text())
+    tags = {k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.") and k != "kind"}
+    frames = {name: pd.concat([part[name] for part in parts], ignore_index=True)
+              for name in (*FRAMES, "metrics", "seed_mean_metrics", "aggregates")}
+    return Backtest(config=parse_config(config), data_hash=tags.get("data_hash", ""),
+                    lr_curves=lr_curves({part["label"]: part["lr_curve"] for part in parts}),
+                    run_id=parent_id, tags=tags, **frames)
+
+
+def find_runs(store: Store, experiment: str, tags: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Runs of ``experiment`` whose tags equal ``tags`` (e.g. ``{"config_hash": h}``), newest first.
+
+    Same columns as ``mlflow.search_runs``: ``run_id, experiment_id, status, artifact_uri,
+    start_time, end_time`` then ``metrics.*``, ``params.*``, ``tags.*``. An experiment that does
+    not exist yet gives an empty frame.
+    """
+    client = open_client(store)
+    found = client.get_experiment_by_name(experiment)
+    runs = [] if found is None else search(client, found.experiment_id, tag_filter(tags or {}))
+    return runs_frame(runs)
+
+
+def reopen_run(store: Store, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set an unfinished run back to RUNNING and update ``tags`` (a resumed backtest takes it over)."""
+    client = open_client(store)
+    client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    set_tags(client, run_id, tags)
+
+
+def end_run(store: Store, run_id: str, status: str) -> None:
+    """End a run as ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+    open_client(store).set_terminated(run_id, status)
+
+
+def save_files(store: Store, run_id: str, folder: str | Path, artifact_path: str) -> None:
+    """Copy the files of local ``folder`` into the run's artifacts under ``artifact_path``."""
+    open_client(store).log_artifacts(run_id, str(folder), artifact_path)
+
+
+def fetch_files(store: Store, run_id: str, artifact_path: str, destination: str | Path) -> Path | None:
+    """Download the run's artifact folder ``artifact_path`` into ``destination``; None if it has none."""
+    client = open_client(store)
+    if not client.list_artifacts(run_id, artifact_path):
+        return None
+    return download(client, run_id, artifact_path, Path(destination))
+
+
+def delete_child_runs(store: Store, parent_run_id: str) -> list[str]:
+    """Move every nested run of ``parent_run_id`` to the trash (ending RUNNING ones KILLED first)."""
+    client = open_client(store)
+    parent = client.get_run(parent_run_id)
+    children = search(client, parent.info.experiment_id, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'")
+    for run in children:
+        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        client.delete_run(run.info.run_id)
+    return [run.info.run_id for run in children]
+
+
+def _parent_run(client: MlflowClient, store: Store, key: str) -> Run:
+    if _RUN_ID.match(key):
+        try:
+            run = client.get_run(key)
+        except MlflowException:
+            run = None
+        if run is not None and run.data.tags.get("kind") == "backtest":
+            return run
+    experiment = client.get_experiment_by_name(key)
+    if experiment is None:
+        raise HarnessError(
+            f"no experiment or backtest run '{key}' in {store.tracking_uri}; check the name "
+            "(the config's `experiment`) and the tracking uri (tracking.uri or --tracking-uri)"
+        )
+    runs = search(client, experiment.experiment_id, "tags.kind = 'backtest' and attributes.status = 'FINISHED'")
+    if not runs:
+        raise HarnessError(f"experiment '{key}' has no finished backtest; run `harness run` first")
+    return runs[0]

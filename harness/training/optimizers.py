@@ -1,0 +1,320 @@
+"""Batched AdamW and SGD over stacked parameters, with one learning rate per member.
+
+torch's optimizers take one LR per param group, and the members of a stack differ by LR at every
+step, so these are the harness's own. Each reproduces torch's single-tensor update formula for
+every member (row of the leading axis), with that member's LR:
+
+- :class:`BatchedAdamW` = ``torch.optim.AdamW`` (amsgrad off): decoupled decay
+  ``p *= 1 - lr*wd``, moments ``m.lerp_(g, 1-b1)``, ``v = b2*v + (1-b2)*g*g``, bias corrections
+  per member step count, ``p += -(lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``;
+- :class:`BatchedSGD` = ``torch.optim.SGD`` (dampening 0, nesterov off): ``g += wd*p``,
+  ``buf = momentum*buf + g`` (``buf = g`` on the first step), ``p -= lr*buf``.
+
+Updates are in place over the whole buffer (no fresh allocations per step). A member whose
+``active`` flag is False gets no update at all: its rows of the parameters and moments are saved
+before and put back after, so they stay bitwise as they were, even when its gradient is NaN or
+inf, and its step count does not move.
+
+Per-member scalars (``1 - lr*wd``, ``lr/bc1``, ``sqrt(bc2)``) are computed in float64 and rounded
+to the parameter dtype, as torch does with its Python-float scalars.
+
+:class:`ScheduleFreeMembers` runs the ``schedulefree`` package's ``AdamWScheduleFree`` for the
+members that use it, as one param group over their rows.
+
+For the training loop (:mod:`harness.training.loop`): :class:`_Rates` holds every member's LR at
+every step (schedule tables times plateau multipliers), and :class:`_Updates` takes one step for
+all members (the batched optimizer and the schedule-free groups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError, unknown_name
+
+if TYPE_CHECKING:
+    from harness.training.stack import Stack
+
+
+class BatchedOptimizer(Protocol):
+    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None: ...
+
+
+def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-member values ``[M]`` shaped ``[M, 1, ...]`` to broadcast against ``like``."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class _Frozen:
+    """Rows of inactive members, saved before an in-place update and put back after it.
+
+    The optimizers update the whole buffer in place (no fresh allocations per step), so an
+    inactive member's row is restored bitwise afterwards, even when its gradient was NaN or inf.
+    On the CPU only the inactive rows are copied (checking who is inactive costs nothing there);
+    on an accelerator whole tensors are kept and selected, to avoid a device sync.
+    """
+
+    def __init__(self, active: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+        self.tensors = tensors
+        self.on_cpu = active.device.type == "cpu"
+        if self.on_cpu:
+            self.index = (~active).nonzero().squeeze(1)
+            self.saved = [t.index_select(0, self.index) for t in tensors] if len(self.index) else []
+        else:
+            self.keep = _column(active, tensors[0])
+            self.saved = [t.clone() for t in tensors]
+
+    def restore(self) -> None:
+        for tensor, saved in zip(self.tensors, self.saved):
+            if self.on_cpu:
+                tensor.index_copy_(0, self.index, saved)
+            else:
+                tensor.copy_(torch.where(self.keep, tensor, saved))
+
+
+def _all_active(active: torch.Tensor) -> bool:
+    """Whether every member updates (checked on the CPU only, where it costs no device sync); then
+    nothing needs saving and restoring."""
+    return active.device.type == "cpu" and bool(active.all())
+
+
+def _scalars(lr: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(lr, dtype=torch.float64, device=params.device)
+
+
+class BatchedAdamW:
+    """``torch.optim.AdamW`` for every row of ``params`` ``[M, ...]``, each with its own LR.
+
+    Parameters
+    ----------
+    params : stacked parameters, updated in place by :meth:`step`.
+    betas, eps, weight_decay : as in ``torch.optim.AdamW`` (shared by all members).
+    """
+
+    def __init__(self, params: torch.Tensor, *, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        self.params = params
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.exp_avg = torch.zeros_like(params)
+        self.exp_avg_sq = torch.zeros_like(params)
+        self.steps = torch.zeros(params.shape[0], dtype=torch.float64, device=params.device)
+        self._denom = torch.empty_like(params)
+        self._delta = torch.empty_like(params)
+
+    @torch.no_grad()
+    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
+        """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
+        p, dtype = self.params, self.params.dtype
+        lr = _scalars(lr, p)
+        everyone = _all_active(active)
+        if everyone:  # the usual step: no one to freeze, every count moves (>= 1 after it)
+            counted = steps = self.steps + 1
+        else:
+            steps = torch.where(active, self.steps + 1, self.steps)
+            counted = steps.clamp(min=1)  # inactive members that never stepped: any finite value
+        neg_step_size = _column((-(lr / (1 - self.beta1**counted))).to(dtype), p)
+        bc2_sqrt = _column(((1 - self.beta2**counted) ** 0.5).to(dtype), p)
+
+        frozen = None if everyone else _Frozen(active, [p, self.exp_avg, self.exp_avg_sq])
+        if self.weight_decay:  # without decay the factor is exactly 1
+            p.mul_(_column((1 - lr * self.weight_decay).to(dtype), p))
+        self.exp_avg.lerp_(grads, 1 - self.beta1)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(grads, grads, value=1 - self.beta2)
+        denom = torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(self.eps)
+        p.add_(torch.mul(self.exp_avg, neg_step_size, out=self._delta).div_(denom))
+        if frozen is not None:
+            frozen.restore()
+        self.steps = steps
+
+
+class BatchedSGD:
+    """``torch.optim.SGD`` (dampening 0, nesterov off) for every row of ``params``, each with its own LR.
+
+    torch computes ``p + (-lr) * buf`` as one fused multiply-add (its LR is a scalar); with a
+    per-member LR it takes two roundings here, so rows agree with torch to an ulp per step.
+    """
+
+    def __init__(self, params: torch.Tensor, *, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.params = params
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        # torch starts the buffer as a copy of the first gradient; 0 * momentum + g is that, exactly.
+        self.buffer = torch.zeros_like(params) if momentum else None
+
+    @torch.no_grad()
+    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
+        """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
+        p = self.params
+        neg_lr = _column((-_scalars(lr, p)).to(p.dtype), p)
+        frozen = None if _all_active(active) else _Frozen(active, [p] if self.buffer is None else [p, self.buffer])
+        direction = grads.add(p, alpha=self.weight_decay) if self.weight_decay else grads
+        if self.buffer is not None:
+            direction = self.buffer.mul_(self.momentum).add_(direction)
+        p.add_(direction * neg_lr)
+        if frozen is not None:
+            frozen.restore()
+
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def make_optimizer(name: str, params: torch.Tensor, *, weight_decay: float = 0.0,
+                   momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
+                   eps: float = 1e-8) -> BatchedOptimizer:
+    """The batched optimizer called ``name`` (``adamw`` or ``sgd``) over ``params``."""
+    if name == "adamw":
+        return BatchedAdamW(params, betas=betas, eps=eps, weight_decay=weight_decay)
+    if name == "sgd":
+        return BatchedSGD(params, momentum=momentum, weight_decay=weight_decay)
+    raise unknown_name("optimizer", name, OPTIMIZERS)
+
+
+class ScheduleFreeMembers:
+    """``schedulefree.AdamWScheduleFree`` for some rows of a stacked parameter buffer.
+
+    Their rows are copied into one parameter of one param group. The optimizer's group scalars
+    (step ``k``, ``lr_max``, ``weight_sum``, hence the averaging weight) depend only on the LR
+    sequence, which these members share, and the rest of its update is elementwise, so each row
+    evolves exactly as it would alone. The buffer holds the optimizer's ``y`` (train mode) or
+    ``x`` (eval mode) for these rows; call :meth:`eval` before evaluating and :meth:`train` after.
+    """
+
+    def __init__(self, flat: torch.Tensor, members: Sequence[int], *, lr: float, warmup_steps: int,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        from schedulefree import AdamWScheduleFree
+
+        self.flat = flat
+        self.index = torch.as_tensor(list(members), dtype=torch.long, device=flat.device)
+        self.param = flat.index_select(0, self.index)
+        self.optimizer = AdamWScheduleFree(
+            [self.param], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        )
+        # The state step() would create lazily; creating it now lets frozen rows be restored from step one.
+        self.state = self.optimizer.state[self.param]
+        self.state.update(z=self.param.clone(), exp_avg_sq=torch.zeros_like(self.param))
+        self.optimizer.train()
+
+    @torch.no_grad()
+    def step(self, grads: torch.Tensor, active: torch.Tensor) -> float:
+        """Update the active schedule-free members (``active`` ``[M]`` over the whole stack).
+
+        Returns the LR the optimizer used (its warmed-up ``scheduled_lr``).
+        """
+        tensors = (self.param, self.state["z"], self.state["exp_avg_sq"])
+        before = [tensor.clone() for tensor in tensors]
+        self.param.grad = grads.index_select(0, self.index)
+        self.optimizer.step()
+        keep = _column(active.index_select(0, self.index), self.param)
+        for tensor, old in zip(tensors, before):
+            tensor.copy_(torch.where(keep, tensor, old))
+        self.flat.index_copy_(0, self.index, self.param)
+        return float(self.optimizer.param_groups[0]["scheduled_lr"])
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Put the averaged weights ``x`` into the buffer (for validation and prediction)."""
+        self.optimizer.eval()
+        self.flat.index_copy_(0, self.index, self.param)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Put the gradient-evaluation weights ``y`` back into the buffer."""
+        self.optimizer.train()
+        self.flat.index_copy_(0, self.index, self.param)
+
+
+class _Rates:
+    """Per-member LR at every step, ``[M, epochs, width]``: schedule tables × plateau multipliers
+    (host-side, float64); window ``w``'s members use the first ``steps[w]`` columns of each epoch."""
+
+    def __init__(self, specs: list[Any], base_lr: float, epochs: int, steps: np.ndarray, width: int,
+                 lr_tables: Sequence[np.ndarray | None]) -> None:
+        per_window = len(specs)
+        self.table = np.zeros((len(steps) * per_window, epochs, width))
+        nominal: dict[tuple[int, int], np.ndarray] = {}
+        for w, (window_steps, override) in enumerate(zip(steps, lr_tables)):
+            total = epochs * int(window_steps)
+            rows = None if override is None else _lr_override(override, (per_window, total))
+            for k, spec in enumerate(specs):
+                if rows is not None and spec.kind != "schedule_free":
+                    curve = rows[k]
+                else:
+                    curve = nominal.setdefault((k, total), np.asarray(spec.nominal_table(total, base_lr), np.float64))
+                self.table[w * per_window + k, :, :window_steps] = curve.reshape(epochs, int(window_steps))
+        member_specs = list(specs) * len(steps)
+        self.multiplier = np.ones(len(member_specs))
+        self.plateaus = []
+        for label in dict.fromkeys(spec.label for spec in specs if spec.kind == "plateau"):
+            members = np.array([m for m, spec in enumerate(member_specs) if spec.label == label])
+            spec = next(spec for spec in specs if spec.label == label)
+            self.plateaus.append((members, spec.plateau_state(len(members))))
+
+    def block(self, epoch: int) -> np.ndarray:
+        """``[M, width]`` LRs of one epoch."""
+        return self.table[:, epoch] * self.multiplier[:, None]
+
+    def end_epoch(self, monitor: np.ndarray) -> None:
+        """Plateau members react to their own epoch metric (validation loss, else training loss)."""
+        for members, state in self.plateaus:
+            self.multiplier[members] = state.step(monitor[members])
+
+
+def _lr_override(lr_tables: Any, shape: tuple[int, int]) -> np.ndarray:
+    table = np.asarray(lr_tables, dtype=np.float64)
+    if table.shape != shape:
+        raise HarnessError(f"lr_tables: shape {table.shape} does not match [members, steps] = {list(shape)}")
+    if not np.all(np.isfinite(table)) or np.any(table < 0):
+        raise HarnessError("lr_tables: learning rates must be finite and >= 0")
+    return table
+
+
+class _Updates:
+    """One optimizer step for all members: the batched optimizer, and one schedule-free
+    optimizer per (schedule-free spec, steps per epoch, has validation): its members step
+    together, share one LR sequence and switch to eval mode together, as each would alone."""
+
+    def __init__(self, stack: Stack, optimizer: str, specs: list[Any], epochs: int, steps: np.ndarray,
+                 validated: Sequence[bool], *, lr: float, weight_decay: float, momentum: float) -> None:
+        member_specs = list(specs) * len(steps)
+        self.grads = stack.flat_grad
+        self.optimizer = make_optimizer(optimizer, stack.flat, weight_decay=weight_decay, momentum=momentum)
+        self.batched = torch.tensor([spec.kind != "schedule_free" for spec in member_specs], device=stack.device)
+        self.schedule_free: list[tuple[int, bool, ScheduleFreeMembers]] = []
+        windows = list(zip(steps.tolist(), validated))
+        for k, spec in enumerate(specs):
+            if spec.kind != "schedule_free":
+                continue
+            for window_steps, has_val in dict.fromkeys(windows):
+                members = [w * len(specs) + k for w, key in enumerate(windows) if key == (window_steps, has_val)]
+                group = ScheduleFreeMembers(stack.flat, members, lr=lr, weight_decay=weight_decay,
+                                            warmup_steps=spec.warmup_steps(epochs * window_steps))
+                self.schedule_free.append((window_steps, has_val, group))
+
+    def step(self, lr: torch.Tensor, live: torch.Tensor, i: int) -> torch.Tensor:
+        """Update the live members (``live`` ``[M]``) at step ``i`` of the epoch with ``lr``
+        ``[M]``; returns the LR each used (NaN if it sat out)."""
+        self.optimizer.step(self.grads, lr, live & self.batched)
+        for steps, _, members in self.schedule_free:
+            if i < steps:
+                lr = lr.index_fill(0, members.index, members.step(self.grads, live))
+        return torch.where(live, lr, torch.nan)
+
+    def eval(self, validating: bool = False) -> None:
+        """Schedule-free members to their averaged weights (only those that validate, when
+        ``validating``: the round trip to eval mode and back is not bitwise exact)."""
+        for _, has_val, members in self.schedule_free:
+            if has_val or not validating:
+                members.eval()
+
+    def train(self) -> None:
+        """Back to training mode after validating."""
+        for _, has_val, members in self.schedule_free:
+            if has_val:
+                members.train()
