@@ -18,6 +18,7 @@ class RangeVol(Strategy):
     name = "range_vol"
     params = {"horizon": 5, "window": 22}
     better = {"mape": "min"}
+    baseline_name = "train-mean vol"
 
     def validate(self) -> None:
         self.require(self.horizon >= 1, "horizon", "must be >= 1")

@@ -1,10 +1,14 @@
 """The production model: the chosen schedule retrained on the most recent train window.
 
-``harness select --register`` rebuilds the backtest's config, plans it, takes the **last window**
-and trains the chosen schedule's members there, exactly as the backtest trains a window
-(:class:`harness.backtest.window.WindowTrainer`: scalers fitted on the window's train rows, the same seeds,
-epochs and validation tail), always from a fresh initialisation (``training.boundary: fresh``)
-so the model does not depend on the windows before.
+``harness select --register`` rebuilds the backtest's config, plans it, and builds the
+**production window** (:func:`harness.backtest.plan.production_window`): train rows that end at the
+data's last labelled row (the strategy table's last row), as long as the backtest's train windows
+(``windows.train`` dates when rolling, every row when expanding), with no test slice. So the model
+is current: it has seen the newest data, not only the last backtest window's train rows, which end
+a purge and a test slice (or more) earlier. The chosen schedule's members train there exactly as the
+backtest trains a window (:class:`harness.backtest.window.WindowTrainer`: scalers fitted on the
+window's train rows, the same seeds, epochs and validation tail), always from a fresh
+initialisation (``training.boundary: fresh``) so the model does not depend on earlier windows.
 
 The production model is the **seed ensemble**: the mean of the live (non-diverged) seed members'
 predictions in target units, the same seed-mean prediction the backtest scores. It is exported as
@@ -64,19 +68,26 @@ class EnsembleModel(nn.Module):
         return outputs.mean(dim=0)
 
 
+EXAMPLE_ROWS = 64  # the last train rows: the logged input example and the registry round-trip check
+
+
 @dataclass
 class Production:
     """A retrained production model and what it was trained on.
 
-    ``example`` holds the last window's test inputs (raw features) and ``expected`` the harness's
-    own seed-mean predictions for them (through the batched trainer's stack, not this module):
-    the registry round trip is checked against them.
+    ``window`` is the production window's index (one past the backtest's last window);
+    ``train_start``/``train_end`` the dates of its first and last train rows (``train_end`` is the
+    data's last labelled date). ``example`` holds the raw inputs of the window's last
+    :data:`EXAMPLE_ROWS` train rows (dates ``example_dates``) and ``expected`` the harness's own
+    seed-mean predictions for them (through the batched trainer's stack, not this module): the
+    registry round trip is checked against them.
     """
 
     model: EnsembleModel
     schedule: str
     schedule_spec: Any
     window: int
+    mode: str
     train_start: pd.Timestamp
     train_end: pd.Timestamp
     n_train: int
@@ -85,7 +96,7 @@ class Production:
     features: list[str]
     example: np.ndarray
     expected: np.ndarray
-    test_dates: pd.DatetimeIndex
+    example_dates: pd.DatetimeIndex
     seconds: float
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -93,13 +104,18 @@ class Production:
         with torch.no_grad():
             return self.model(torch.as_tensor(np.asarray(X, dtype=np.float64))).numpy()
 
+    def span(self) -> dict[str, str]:
+        """The train span: ``train_start``, ``train_end`` (dates) and ``train_rows``, as strings
+        (the registered model version's tags)."""
+        return {"train_start": f"{self.train_start:%Y-%m-%d}", "train_end": f"{self.train_end:%Y-%m-%d}",
+                "train_rows": str(self.n_train)}
+
     def params(self) -> dict[str, Any]:
         """What the registry run logs as params."""
         return {
             "schedule": self.schedule, "schedule_spec": self.schedule_spec, "ensemble": "mean of seed members",
-            "window": self.window, "train_start": f"{self.train_start:%Y-%m-%d}",
-            "train_end": f"{self.train_end:%Y-%m-%d}", "train_rows": self.n_train, "seeds": self.seeds,
-            "diverged_seeds": self.diverged, "features": self.features,
+            "train_window": f"production ({self.mode}, ends at the last labelled row)", **self.span(),
+            "seeds": self.seeds, "diverged_seeds": self.diverged, "features": self.features,
         }
 
     def describe(self) -> list[str]:
@@ -107,8 +123,9 @@ class Production:
         live = len(self.seeds) - len(self.diverged)
         left_out = f"; diverged and left out: {self.diverged}" if self.diverged else ""
         return [
-            f"- schedule `{self.schedule}`, retrained fresh on window {self.window}'s train rows "
-            f"({self.train_start:%Y-%m-%d} .. {self.train_end:%Y-%m-%d}, {self.n_train} rows) in {self.seconds:.1f} s",
+            f"- schedule `{self.schedule}`, retrained fresh on the most recent train window ({self.mode}, "
+            f"{self.train_start:%Y-%m-%d} .. {self.train_end:%Y-%m-%d}, {self.n_train} rows, ending at the data's "
+            f"last labelled row) in {self.seconds:.1f} s",
             f"- the model is the **seed ensemble**: the mean of {live} seed members' predictions "
             f"(seeds {', '.join(map(str, self.seeds))}{left_out})",
             f"- input: raw features `[n, {len(self.features)}]` float64 ({', '.join(self.features)}); "
@@ -117,8 +134,11 @@ class Production:
 
 
 def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | None = None) -> Production:
-    """Retrain ``schedule`` (a label of ``config``'s schedules) on the last window's train rows."""
-    from harness.backtest.plan import plan
+    """Retrain ``schedule`` (a label of ``config``'s schedules) on the production window's train rows
+    (:func:`harness.backtest.plan.production_window`)."""
+    from dataclasses import replace
+
+    from harness.backtest.plan import plan, production_window
     from harness.backtest.window import Start, WindowTrainer
     from harness.schedules import get_schedule
 
@@ -131,25 +151,27 @@ def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | No
         "training": config.training.model_copy(update={"boundary": "fresh"}),
     })
     the_plan = plan(single, prices)
-    window = the_plan.windows[-1]
+    window = production_window(the_plan)
+    example_rows = window.train_rows[-EXAMPLE_ROWS:]
     strategy = the_plan.strategy
     trainer = WindowTrainer(single, strategy, the_plan.table)
-    done = trainer.train([window], [Start()], {})[0]
+    # The window has no test slice; the trainer predicts a window's test rows after training (and
+    # cannot predict none), so it is handed the example rows there. Training reads train rows only.
+    done = trainer.train([replace(window, test_rows=example_rows)], [Start()], {})[0]
     diverged = done.training["diverged"].to_numpy(bool)
     fitted = done.fitted
     members = _members(single, fitted.result, the_plan.table.X.shape[1], np.flatnonzero(~diverged))
     model = EnsembleModel(members, fitted.x_scaler.mean, fitted.x_scaler.std, fitted.y_scaler.mean,
                           fitted.y_scaler.std, _torch_target_inverse(strategy))
-    n_test = len(window.test_rows)
-    own = done.predictions["prediction"].to_numpy(np.float64).reshape(-1, n_test)[~diverged]
-    dates = pd.DatetimeIndex(the_plan.table.dates)
+    expected = trainer.predict(fitted, example_rows)[~diverged].mean(axis=0)
+    dates = the_plan.dates
     seeds = [int(seed) for _, seed in fitted.result.labels]
     return Production(
         model=model, schedule=schedule, schedule_spec=specs[schedule], window=window.index,
-        train_start=dates[window.train_rows[0]], train_end=dates[window.train_rows[-1]],
+        mode=single.windows.mode, train_start=dates[window.train_rows[0]], train_end=dates[window.train_rows[-1]],
         n_train=len(window.train_rows), seeds=seeds, diverged=[s for s, d in zip(seeds, diverged) if d],
-        features=[str(c) for c in the_plan.table.X.columns], example=trainer.inputs(window.test_rows),
-        expected=own.mean(axis=0), test_dates=dates[window.test_rows], seconds=time.perf_counter() - started,
+        features=[str(c) for c in the_plan.table.X.columns], example=trainer.inputs(example_rows),
+        expected=expected, example_dates=dates[example_rows], seconds=time.perf_counter() - started,
     )
 
 

@@ -73,6 +73,8 @@ class Strategy:
     name: ClassVar[str] = ""
     params: ClassVar[dict[str, Any]] = {}
     better: ClassVar[dict[str, str]] = {}
+    baseline_name: ClassVar[str] = "naive"
+    """What the baseline is, in the words the reports use: ``baseline (<baseline_name>)``."""
     """Which direction is better for each of the strategy's own metrics: ``"min"`` or ``"max"``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

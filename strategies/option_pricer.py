@@ -54,6 +54,7 @@ class OptionPricer(Strategy):
         "seed": 0,  # seed of the per-day contract draw
     }
     better = {"iv_error_volpts": "min", "iv_fail_rate": "min"}
+    baseline_name = "Black-Scholes at the train window's implied vol"
 
     def validate(self) -> None:
         self.require(all(m > 0 for m in self.moneyness), "moneyness", "must all be > 0")

@@ -41,6 +41,7 @@ class ReturnForecast(Strategy):
         "max_leverage": 2.0,  # vol_scaled: cap on |position|
     }
     better = {"hit_rate": "max", "ic": "max", "sharpe": "max", "max_drawdown": "min", "turnover": "min"}
+    baseline_name = "train-mean return"
 
     def validate(self) -> None:
         self.require(self.horizon >= 1, "horizon", "must be >= 1")

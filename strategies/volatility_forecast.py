@@ -41,6 +41,7 @@ class VolatilityForecast(Strategy):
         "horizon": 5,  # days of future returns in the target
     }
     better = {"qlike": "min"}
+    baseline_name = "HAR-RV"
 
     def validate(self) -> None:
         self.require(self.lookback > WEEK, "lookback", f"must be > {WEEK} (the weekly HAR component)")

@@ -12,7 +12,7 @@ import pandas as pd
 from harness.config import Config
 from harness.data import fingerprint, load_data
 from harness.errors import HarnessError
-from harness.windows import WalkForward
+from harness.windows import WalkForward, parse_size
 from strategies import get_strategy
 
 log = logging.getLogger("harness.backtest")
@@ -71,6 +71,32 @@ def cut_windows(config: Config, row_dates: pd.DatetimeIndex) -> list[Window]:
         Window(k, np.flatnonzero(np.isin(date_pos, train)), np.flatnonzero(np.isin(date_pos, test)))
         for k, (train, test) in enumerate(splitter.split(np.arange(len(dates))))
     ]
+
+
+def production_window(the_plan: Plan) -> Window:
+    """The production model's train window: the most recent one, ending at the table's last row.
+
+    The strategy table holds only labelled rows, so its last row is the data's last labelled row;
+    the window's train rows end there (no purge, no test slice: ``test_rows`` is empty). Its
+    length is the config's: ``windows.mode: rolling`` takes the last ``windows.train`` dates (a
+    calendar size such as ``"3Y"`` converted through the table's unique dates, as the backtest's
+    windows are, :func:`harness.windows.parse_size`), ``expanding`` every row from the first.
+    ``windows.embargo`` removes nothing (there are no later test slices to keep apart). Dates are
+    never split: every row of a taken date is in. The index is one past the backtest's last window.
+    """
+    row_dates = the_plan.dates
+    dates = pd.DatetimeIndex(np.unique(row_dates.values))
+    spec = the_plan.config.windows
+    first = 0
+    if spec.mode == "rolling":
+        size = parse_size(spec.train, dates, "windows.train")
+        if size > len(dates):
+            raise HarnessError(
+                f"windows.train: {spec.train!r} is {size} dates but the data has {len(dates)}; shorten it or use more data"
+            )
+        first = len(dates) - size
+    date_pos = np.searchsorted(dates.values, row_dates.values)
+    return Window(len(the_plan.windows), np.flatnonzero(date_pos >= first), np.empty(0, dtype=np.int64))
 
 
 def _check_sequences(config: Config, dates: pd.DatetimeIndex) -> None:

@@ -103,7 +103,9 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
     tags = run_tags(config, the_plan.data_hash)
     earlier = resume.find_earlier(store, config.experiment, tags, rerun=rerun)
     if earlier.finished:
-        return Outcome(tracking.load_backtest(store, earlier.finished), store, earlier.finished, trained=False)
+        outcome = Outcome(tracking.load_backtest(store, earlier.finished), store, earlier.finished, trained=False)
+        _select(outcome)
+        return outcome
     checkpoint = resume.begin(store, config, tags, earlier, policy(config, the_plan.windows),
                               run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}")
     resumed = len(checkpoint.done)
@@ -151,14 +153,20 @@ def select_and_log(outcome: Outcome) -> None:
     line on the outcome, not raised."""
     from harness.figures import selection_figures
 
-    try:
-        report = select(outcome.backtest)
-    except HarnessError as error:
-        outcome.selection_error = str(error)
+    report = _select(outcome)
+    if report is None:
         return
     with tempfile.TemporaryDirectory(prefix="harness-selection-") as folder:
         tracking.log_selection(outcome.store, outcome.run_id, selection_figures(report, folder), report.tags())
-    outcome.selection = report
+
+
+def _select(outcome: Outcome) -> SelectionReport | None:
+    """The selection of the outcome's backtest, kept on the outcome (or why it could not be made)."""
+    try:
+        outcome.selection = select(outcome.backtest)
+    except HarnessError as error:
+        outcome.selection_error = str(error)
+    return outcome.selection
 
 
 def tracking_uri(config: Config) -> str | None:

@@ -123,7 +123,7 @@ def _members(sizes: Sizes) -> int:
 
 def _seconds(sizes: Sizes, repeats: int, executor: str = "local", workers: int = 1) -> float:
     """Median wall seconds of training and predicting every window (data and plan excluded)."""
-    from harness.engine import plan, run_plan
+    from harness.backtest import plan, run_windows
 
     the_plan = plan(sizes.config(executor, workers))
     if len(the_plan.windows) != sizes.windows:  # the arithmetic above is the window plan's
@@ -131,6 +131,6 @@ def _seconds(sizes: Sizes, repeats: int, executor: str = "local", workers: int =
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        run_plan(the_plan, progress=False)
+        run_windows(the_plan, progress=False)
         times.append(time.perf_counter() - started)
     return statistics.median(times)

@@ -52,7 +52,7 @@ def _walk_forward(n_windows: int, rows: int, features: int, test_rows: int,
                   data_path: str | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(scaled X_train, scaled y_train, scaled X_test) of the latest ``n_windows`` rolling windows."""
     from harness.data import load_prices
-    from harness.window_run import Scaler
+    from harness.backtest.window import Scaler
     from strategies import get_strategy
 
     if features < 5:

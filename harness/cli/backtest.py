@@ -94,27 +94,6 @@ def _load(args: argparse.Namespace, path: str | None = None):
     return load_config(path, overrides)
 
 
-def _load(args: argparse.Namespace, path: str | None = None):
-    """The config at ``path`` (``harness run``'s files, one at a time), else ``args.config`` (a single
-    file or None for the default config), with ``--set`` and ``--tracking-uri`` applied."""
-    from harness.config import load_config
-
-    overrides: dict[str, Any] = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise HarnessError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.epochs=5")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise HarnessError(f"--set {item!r}: VALUE is not valid YAML") from None
-    if getattr(args, "tracking_uri", None):
-        overrides["tracking.uri"] = args.tracking_uri
-    if path is None and not isinstance(args.config, list):
-        path = args.config
-    return load_config(path, overrides)
-
-
 def _cmd_config(args: argparse.Namespace) -> int:
     print(_load(args).to_yaml(), end="")
     return 0

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from harness.backtest import Outcome, Plan, Window
-from harness.evaluation.selection import selection_summary
+from harness.evaluation.selection import SelectionReport, selection_summary
 
 
 def plan_text(the_plan: Plan) -> str:
@@ -66,12 +66,15 @@ def outcome_text(outcome: Outcome) -> str:
         if outcome.resumed:
             head.append(f"resumed run {outcome.run_id}: {outcome.resumed} windows loaded from the interrupted run, "
                         f"{backtest.n_windows - outcome.resumed} trained now")
+    report = outcome.selection
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.5g}".format):
-        table = backtest.summary().to_string(index=False)
+        table = (ranking(report) if report is not None else backtest.summary()).to_string(index=False)
     lines = [
         *head,
+        *([f"verdict: {report.verdict}"] if report is not None else []),
         "",
-        f"ranking by pooled {config.selection.metric} (seed-mean predictions over all out-of-sample windows):",
+        f"ranking by pooled {config.selection.metric} (seed-mean predictions over all out-of-sample windows"
+        f"{', the strategy baseline among them' if report is not None else ''}):",
         table,
         "",
         f"logged to experiment '{config.experiment}', parent run {outcome.run_id}",
@@ -83,6 +86,16 @@ def outcome_text(outcome: Outcome) -> str:
     elif outcome.selection_error:
         lines += ["", f"selection: not made ({outcome.selection_error}); the backtest itself is complete"]
     return "\n".join(lines)
+
+
+def ranking(report: SelectionReport) -> pd.DataFrame:
+    """The printed ranking: each candidate (the baseline too) with its skill and test against the baseline."""
+    m, t = report.metric, report.table
+    columns = {"schedule": "schedule", f"pooled_{m}": f"pooled_{m}", "pooled_r2_oos": "r2_oos",
+               "dm_base_p_holm": "p_vs_baseline", f"window_std_{m}": f"window_std_{m}",
+               f"seed_std_{m}": f"seed_std_{m}", "in_mcs": "in_mcs", "divergence_rate": "diverged",
+               "best_window_share": "best_share"}
+    return t[[c for c in columns if c in t.columns]].rename(columns=columns)
 
 
 def batch_summary(outcomes: list[Outcome]) -> str:

@@ -19,6 +19,8 @@ def render_markdown(report: SelectionReport) -> str:
     lines = [
         f"# Schedule selection: {report.experiment}",
         "",
+        f"**Verdict: {report.verdict}.**",
+        "",
         f"Backtest {'run `' + report.run_id + '`' if report.run_id else '(in memory)'}: {report.n_windows} windows, "
         f"{report.n_obs} out-of-sample dates, {_count(len(report.table), 'schedule')}. Metric: **{m}** "
         f"({'lower' if report.direction == 'min' else 'higher'} is better), per-date loss: {loss} of the "
@@ -34,6 +36,9 @@ def render_markdown(report: SelectionReport) -> str:
         "",
         f"- **CI**: {level} stationary-bootstrap percentile interval of the pooled {m} (dates resampled jointly, "
         f"mean block {report.block_size}, {report.reps} draws, seed {report.seed}).",
+        f"- **r2_oos**: pooled out-of-sample R² against the {report.baseline} (1 − SSE/SSE_baseline; > 0 beats it). "
+        f"**p vs base**: one-sided Diebold–Mariano p-value of \"lower loss than the baseline\", Holm-corrected over "
+        f"the schedules; a schedule beats the baseline iff p vs base < α = {report.alpha:g}.",
         f"- **DM**: Diebold–Mariano statistic against `{report.best}` (lowest mean loss); > 0 means worse. "
         f"Newey–West variance with {report.lags} lags, two-sided p from t({report.n_obs - 1}); "
         "**p Holm** corrects for the comparisons made.",
@@ -82,6 +87,8 @@ def _report_columns(report: SelectionReport) -> pd.DataFrame:
     return pd.DataFrame({
         "schedule": [f"**{s}**" if s == report.selected else s for s in t["schedule"]],
         f"pooled {m}": t[f"pooled_{m}"].map(_num),
+        "r2_oos": t["pooled_r2_oos"].map(lambda v: "—" if pd.isna(v) else f"{v:+.1%}"),
+        "p vs base": t["dm_base_p_holm"].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}"),
         "CI": [f"[{_num(a)}, {_num(b)}]" for a, b in zip(t["ci_low"], t["ci_high"])],
         "window std": t[f"window_std_{m}"].map(_num),
         "worst window": t[f"window_worst_{m}"].map(_num),

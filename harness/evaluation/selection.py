@@ -124,6 +124,9 @@ class SelectionReport:
     losses: pd.DataFrame = field(default=None, repr=False)
     backtest: Backtest = field(default=None, repr=False)
     production: list[str] = field(default_factory=list)
+    baseline: str = "baseline"
+    beats_baseline: bool = True
+    verdict: str = ""
 
     @property
     def mcs(self) -> list[str]:
@@ -160,19 +163,30 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
     selection = _selection(backtest.config.selection, overrides)
     strategy, horizon, seed = backtest.strategy, backtest.horizon, backtest.config.training.seed
     metric, alpha = selection.metric, selection.alpha
-    ranking = M.ranking_table(backtest.aggregates, metric=metric, strategy=strategy)  # unknown metric: error
+    base = baseline_label(strategy)
+    base_predictions, base_aggregates = baseline_candidate(backtest, base, metric)
+    aggregates = pd.concat([backtest.aggregates, base_aggregates], ignore_index=True)
+    ranking = M.ranking_table(aggregates, metric=metric, strategy=strategy)  # unknown metric: error
+    ranking.insert(2, "pooled_r2_oos", ranking["schedule"].map(
+        aggregates[aggregates["metric"] == "pooled_r2_oos"].set_index("schedule")["value"]))
     direction = M.better(metric, strategy)
-    all_losses = M.loss_matrix(backtest.predictions, LOSSES.get(metric, metric), by="date",
-                               training=backtest.training, strategy=strategy)
+    loss = LOSSES.get(metric, metric)
+    all_losses = M.loss_matrix(backtest.predictions, loss, by="date", training=backtest.training, strategy=strategy)
+    all_losses[base] = M.loss_matrix(base_predictions, loss, by="date", strategy=strategy)[base]
     losses, notes = _testable(all_losses)
+    if base not in losses.columns:
+        raise HarnessError(f"the {base} has non-finite losses on some out-of-sample dates, so no schedule can "
+                           "be tested against it; check the strategy's baseline")
     n_obs = len(losses)
     lags = newey_west_lags(n_obs, horizon)
     block = block_length(n_obs)
     weights, baseline = _date_weights(backtest.predictions, losses.index, metric)
     intervals = bootstrap_intervals(losses, metric, 1.0 - alpha, weights=weights, baseline=baseline, reps=reps,
                                     block_size=block, seed=seed).set_index("schedule")
-    best = str(losses.mean().idxmin())
-    dm = {name: diebold_mariano(losses[name], losses[best], lags=lags) for name in losses.columns if name != best}
+    schedules = [name for name in losses.columns if name != base]
+    best = str(losses[schedules].mean().idxmin())
+    dm = {name: diebold_mariano(losses[name], losses[best], lags=lags) for name in schedules if name != best}
+    versus = {name: diebold_mariano(losses[name], losses[base], lags=lags) for name in schedules}
     mcs_p = model_confidence_set(losses, alpha, reps=reps, block_size=block, seed=seed)
     table = ranking.copy()
     table.insert(2, "ci_low", table["schedule"].map(intervals["low"]))
@@ -180,18 +194,82 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
     table["dm_stat"] = table["schedule"].map({k: v.stat for k, v in dm.items()})
     table["dm_p"] = table["schedule"].map({k: v.pvalue for k, v in dm.items()})
     table["dm_p_holm"] = table["schedule"].map(dict(zip(dm, holm([v.pvalue for v in dm.values()]))))
+    one_sided = {name: _better_p(test) for name, test in versus.items()}
+    table["dm_base_stat"] = table["schedule"].map({k: v.stat for k, v in versus.items()})
+    table["dm_base_p"] = table["schedule"].map(one_sided)
+    table["dm_base_p_holm"] = table["schedule"].map(dict(zip(one_sided, holm(list(one_sided.values())))))
+    table["beats_baseline"] = (table["dm_base_p_holm"] < alpha).fillna(False).astype(bool)
     table["tested"] = table["schedule"].isin(losses.columns)
     table["mcs_p"] = table["schedule"].map(mcs_p)
     table["in_mcs"] = (table["mcs_p"] >= alpha).fillna(False).astype(bool)
-    table["dispersion"] = dispersion_scores(table, metric, table.loc[table["in_mcs"], "schedule"]).to_numpy()
-    pbo, pbo_note = _pbo(losses, backtest.predictions, weights)
-    n_windows = int(backtest.predictions["window"].nunique())
-    return SelectionReport(
-        experiment=backtest.config.experiment, run_id=backtest.run_id or None, metric=metric, direction=direction, alpha=alpha,
-        rule=selection.rule, selected=apply_rule(table, selection.rule, metric, direction), best=best,
-        table=table, pbo=pbo, pbo_note=pbo_note, n_obs=n_obs, n_windows=n_windows, lags=lags,
-        block_size=block, reps=reps, seed=seed, notes=notes, losses=losses, backtest=backtest,
+    candidates = table[table["schedule"] != base]
+    table["dispersion"] = dispersion_scores(table, metric, candidates.loc[candidates["in_mcs"], "schedule"]).to_numpy()
+    selected = _apply(table[table["schedule"] != base], selection.rule, metric, direction, notes)
+    pbo, pbo_note = _pbo(losses[schedules], backtest.predictions, weights)
+    report = SelectionReport(
+        experiment=backtest.config.experiment, run_id=backtest.run_id or None, metric=metric, direction=direction,
+        alpha=alpha, rule=selection.rule, selected=selected, best=best, table=table, pbo=pbo, pbo_note=pbo_note,
+        n_obs=n_obs, n_windows=int(backtest.predictions["window"].nunique()), lags=lags, block_size=block,
+        reps=reps, seed=seed, notes=notes, losses=losses, backtest=backtest, baseline=base,
     )
+    report.beats_baseline = bool(table.loc[table["schedule"] == selected, "beats_baseline"].iloc[0])
+    report.verdict = verdict(report)
+    return report
+
+
+def baseline_label(strategy: Any) -> str:
+    """How reports name the strategy's baseline: ``baseline (<what it is>)``."""
+    return f"baseline ({getattr(strategy, 'baseline_name', 'naive')})"
+
+
+def baseline_candidate(backtest: Backtest, label: str, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The strategy's baseline as one more candidate: its out-of-sample predictions (one member,
+    ``schedule`` = ``label``) and its aggregate metrics, computed as a schedule's are."""
+    predictions = backtest.predictions
+    first = predictions[(predictions["schedule"] == predictions["schedule"].iloc[0])
+                        & (predictions["seed"] == predictions["seed"].iloc[0])]
+    rows = first.assign(schedule=label, seed=0, prediction=first["baseline"]).reset_index(drop=True)
+    per_window = M.window_metrics(rows, backtest.strategy, table=backtest.table)
+    aggregates = M.aggregate_metrics(rows, per_window, None, backtest.strategy, metric=metric, table=backtest.table)
+    aggregates.loc[aggregates["metric"] == "best_window_share", "value"] = np.nan  # shares are among schedules
+    return rows, aggregates
+
+
+def _better_p(test: Any) -> float:
+    """One-sided p-value of "the schedule's loss is lower than the baseline's" from a two-sided DM test."""
+    if not np.isfinite(test.pvalue):
+        return float("nan")
+    return test.pvalue / 2 if test.stat < 0 else 1.0 - test.pvalue / 2
+
+
+def _apply(table: pd.DataFrame, rule: str, metric: str, direction: str, notes: list[str]) -> str:
+    """The rule among the schedules that beat the baseline when any does (else among all); when
+    the confidence set holds no schedule (only the baseline), the best pooled schedule."""
+    beaters = table[table["beats_baseline"]]
+    if len(beaters) and (rule == "best_pooled" or beaters["in_mcs"].any()):
+        return apply_rule(beaters, rule, metric, direction)
+    if rule != "best_pooled" and not table["in_mcs"].any():
+        notes.append("the confidence set holds no schedule, only the baseline: every schedule is significantly "
+                     f"worse than it, and the schedule shown as selected is simply the best pooled {metric}")
+        return apply_rule(table, "best_pooled", metric, direction)
+    return apply_rule(table, rule, metric, direction)
+
+
+def verdict(report: SelectionReport) -> str:
+    """The deployment verdict: the first line of the selection."""
+    row = report.table.set_index("schedule").loc[report.selected]
+    skill = _skill(row)
+    if report.beats_baseline:
+        return (f"`{report.selected}` beats the {report.baseline} at α = {report.alpha:g}: DM p = "
+                f"{row['dm_base_p_holm']:.3g} (one-sided, Holm-corrected over the schedules){skill}")
+    return (f"no schedule beats the {report.baseline} at α = {report.alpha:g}: the selected `{report.selected}` "
+            f"has DM p = {row['dm_base_p_holm']:.3g} (one-sided, Holm-corrected){skill}; do not deploy it — keep "
+            "the baseline, or change the model, features or training budget")
+
+
+def _skill(row: pd.Series) -> str:
+    value = row.get("pooled_r2_oos", np.nan)
+    return f", pooled r2_oos {value:+.1%}" if np.isfinite(value) else ""
 
 
 def _selection(selection: SelectionConfig, overrides: Mapping[str, Any] | None) -> SelectionConfig:
@@ -205,7 +283,7 @@ def _selection(selection: SelectionConfig, overrides: Mapping[str, Any] | None) 
 
 
 def selection_summary(report: SelectionReport) -> str:
-    """Two or three lines: the selected schedule, what the confidence set holds, and the rule."""
+    """The verdict, the selected schedule, what the confidence set holds, and the rule."""
     held = report.mcs
     if len(report.table) == 1:
         mcs = "only one schedule was backtested: there is nothing to compare it with"
@@ -215,6 +293,7 @@ def selection_summary(report: SelectionReport) -> str:
         mcs = (f"the {1 - report.alpha:.0%} model confidence set holds {len(held)} of {len(report.table)} schedules "
                f"({', '.join(held)}): the data cannot tell them apart")
     return "\n".join([
+        report.verdict,
         f"selected schedule: {report.selected} (rule {report.rule}, metric {report.metric})",
         mcs,
         f"rule: {report.rule_text}",

@@ -80,6 +80,7 @@ def register_model(
     params: Mapping[str, Any],
     tags: Mapping[str, Any],
     alias: str = CHAMPION,
+    version_tags: Mapping[str, Any] | None = None,
 ) -> RegisteredModel:
     """Log ``model`` (a ``torch.nn.Module``) with ``mlflow.pytorch.log_model`` in a new run of
     ``experiment``, register it as a new version of ``name`` and point ``alias`` at that version.
@@ -87,7 +88,9 @@ def register_model(
     The run is tagged ``kind=production`` (not a backtest, not a child of one). The signature is
     inferred from ``input_example`` and the model's output on it; the format is MLflow's default
     ``pt2`` (``torch.export``; loads back as a ``GraphModule``); pip requirements are given
-    explicitly (inferring them costs seconds).
+    explicitly (inferring them costs seconds). ``version_tags`` are set on the new model version
+    (``train_start``, ``train_end``, ``beats_baseline``, ...; read back with
+    ``MlflowClient.get_model_version_by_alias(name, alias).tags``).
     """
     import mlflow.pytorch
     import torch
@@ -110,6 +113,8 @@ def register_model(
                 info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
                                                 pip_requirements=requirements)
             version = _new_version(client, name, info.model_uri, run_id, info.model_id)
+        for key, value in plain_tags(version_tags or {}).items():
+            client.set_model_version_tag(name, version, key, value)
         client.set_registered_model_alias(name, alias, version)
     return RegisteredModel(name, version, alias, run_id, info.model_uri)
 

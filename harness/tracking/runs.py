@@ -56,6 +56,28 @@ if TYPE_CHECKING:
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+@dataclass(frozen=True)
+class BacktestRun:
+    """A backtest's parent run as ``harness select`` names it: what it took and when it ended.
+
+    ``config_hash`` is the run's ``config_hash`` tag; ``end_time`` its end (UTC; None while it has
+    not ended); ``params`` the config's flattened params (``windows.train``, ``training.epochs``, ...).
+    """
+
+    run_id: str
+    experiment: str
+    status: str
+    config_hash: str
+    start_time: pd.Timestamp
+    end_time: pd.Timestamp | None
+    params: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def finished(self) -> str:
+        """The end time as ISO 8601 (seconds, UTC), or the status when the run has not ended."""
+        return self.end_time.isoformat(timespec="seconds") if self.end_time is not None else self.status
+
+
 @dataclass
 class BacktestLog:
     """What :func:`finish_backtest` logged, and the seconds it took (drawing the figures excluded)."""
@@ -166,6 +188,18 @@ def load_backtest(store: Store, experiment_or_parent_run_id: str) -> Backtest:
                     run_id=parent_id, tags=tags, **frames)
 
 
+def backtest_runs(store: Store, experiment_or_parent_run_id: str) -> tuple[list[BacktestRun], bool]:
+    """The backtest parent runs that :func:`load_backtest` chooses from, newest first, and whether
+    the key named a run: ``([that run], True)`` for a backtest's parent run id, else
+    ``(every FINISHED backtest of the experiment, False)``. Raises
+    :class:`~harness.errors.HarnessError` as :func:`load_backtest` does (no such experiment or run,
+    no finished backtest)."""
+    client = open_client(store)
+    runs, by_id = _parent_runs(client, store, experiment_or_parent_run_id)
+    name = client.get_experiment(runs[0].info.experiment_id).name
+    return [_backtest_run(run, name) for run in runs], by_id
+
+
 def find_runs(store: Store, experiment: str, tags: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Runs of ``experiment`` whose tags equal ``tags`` (e.g. ``{"config_hash": h}``), newest first.
 
@@ -216,14 +250,29 @@ def delete_child_runs(store: Store, parent_run_id: str) -> list[str]:
     return [run.info.run_id for run in children]
 
 
+def _backtest_run(run: Run, experiment: str) -> BacktestRun:
+    info = run.info
+    end = pd.Timestamp(info.end_time, unit="ms", tz="UTC") if info.end_time else None
+    return BacktestRun(run_id=info.run_id, experiment=experiment, status=info.status,
+                       config_hash=run.data.tags.get("config_hash", ""),
+                       start_time=pd.Timestamp(info.start_time, unit="ms", tz="UTC"), end_time=end,
+                       params=dict(run.data.params))
+
+
 def _parent_run(client: MlflowClient, store: Store, key: str) -> Run:
+    return _parent_runs(client, store, key)[0][0]
+
+
+def _parent_runs(client: MlflowClient, store: Store, key: str) -> tuple[list[Run], bool]:
+    """``([the run], True)`` for a backtest's parent run id, else the experiment's finished
+    backtests, newest first, and False."""
     if _RUN_ID.match(key):
         try:
             run = client.get_run(key)
         except MlflowException:
             run = None
         if run is not None and run.data.tags.get("kind") == "backtest":
-            return run
+            return [run], True
     experiment = client.get_experiment_by_name(key)
     if experiment is None:
         raise HarnessError(
@@ -233,4 +282,4 @@ def _parent_run(client: MlflowClient, store: Store, key: str) -> Run:
     runs = search(client, experiment.experiment_id, "tags.kind = 'backtest' and attributes.status = 'FINISHED'")
     if not runs:
         raise HarnessError(f"experiment '{key}' has no finished backtest; run `harness run` first")
-    return runs[0]
+    return runs, False
