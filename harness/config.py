@@ -140,7 +140,7 @@ class WindowsConfig(_Section):
 class SelectionConfig(_Section):
     """How `harness select` chooses the production schedule (design section 8)."""
 
-    metric: str = "rmse"
+    metric: str | None = None  # None: the strategy's default (qlike for volatility, mse otherwise)
     alpha: float = Field(0.10, gt=0, lt=1)
     rule: Literal["mcs_stable", "best_pooled", "best_worst_window"] = "mcs_stable"
 

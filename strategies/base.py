@@ -73,9 +73,11 @@ class Strategy:
     name: ClassVar[str] = ""
     params: ClassVar[dict[str, Any]] = {}
     better: ClassVar[dict[str, str]] = {}
+    """Which direction is better for each of the strategy's own metrics: ``"min"`` or ``"max"``."""
     baseline_name: ClassVar[str] = "naive"
     """What the baseline is, in the words the reports use: ``baseline (<baseline_name>)``."""
-    """Which direction is better for each of the strategy's own metrics: ``"min"`` or ``"max"``."""
+    default_metric: ClassVar[str] = "mse"
+    """The selection metric when the config names none (``selection.metric: null``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -24,6 +24,8 @@ from strategies.base import (
 )
 
 PERIODS_PER_YEAR = 252
+COST_MULTIPLES = (0.0, 1.0, 5.0)  # the trading view's cost sensitivity: Sharpe at 0, 1x and 5x cost_bps
+BUY_AND_HOLD = "buy and hold"
 
 
 class ReturnForecast(Strategy):
@@ -79,6 +81,44 @@ class ReturnForecast(Strategy):
         out = {"hit_rate": hit_rate(y, pred), "ic": spearman_ic(y, pred)}
         out.update(trading_view(pred, y, **self._trading_args(test)))
         return out
+
+    def pointwise_loss(self, metric: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
+        """``sharpe``: minus the trade's net return per row (positions ``sign``, horizon 1 only: a
+        vol-scaled position needs the vol feature, and h-day holdings do not give one return a row)."""
+        if metric != "sharpe":
+            return None
+        if self.horizon != 1 or self.position != "sign":
+            raise HarnessError(
+                "selection.metric: sharpe selects on per-day net returns, which needs strategy.params "
+                f"horizon: 1 and position: sign (got horizon {self.horizon}, position {self.position}); "
+                "use selection.metric: mse for this strategy"
+            )
+        net, _ = _trade(pred, y, 1, "sign", None, self.cost_bps, self.target_vol, self.max_leverage)
+        return -net
+
+    def trading_summary(self, predictions: dict[str, np.ndarray], test: Table,
+                        cost_multiples: tuple[float, ...] = COST_MULTIPLES) -> pd.DataFrame:
+        """The trading view of each candidate's out-of-sample predictions (its name → ``[n]``) beside a
+        buy-and-hold benchmark (always long one unit): Sharpe at each multiple of the configured cost,
+        max drawdown and turnover at the configured cost."""
+        args = self._trading_args(test)
+        y = test.y.to_numpy(dtype=np.float64)
+        rows = []
+        for name, pred in {**predictions, BUY_AND_HOLD: np.ones(len(y))}.items():
+            hold = {**args, "position": "sign", "vol": None} if name == BUY_AND_HOLD else args
+            row = {"candidate": name}
+            for multiple in cost_multiples:
+                view = trading_view(pred, y, **{**hold, "cost_bps": self.cost_bps * multiple})
+                row[f"sharpe_{multiple:g}x_cost"] = view["sharpe"]
+                if multiple == 1:
+                    row.update(max_drawdown=view["max_drawdown"], turnover=view["turnover"])
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def benchmark_equity(self, test: Table) -> pd.Series:
+        """Buy and hold on ``test``: always long one unit (the entry pays the configured cost)."""
+        args = {**self._trading_args(test), "position": "sign", "vol": None}
+        return equity_curve(np.ones(len(test.y)), test.y.to_numpy(), dates=test.dates, **args)
 
     def equity(self, pred: np.ndarray, test: Table) -> pd.Series:
         """The trading view's equity curve on ``test`` (for plots)."""

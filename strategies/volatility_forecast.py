@@ -42,6 +42,7 @@ class VolatilityForecast(Strategy):
     }
     better = {"qlike": "min"}
     baseline_name = "HAR-RV"
+    default_metric = "qlike"  # robust to the noisy realized-vol proxy (Patton 2011)
 
     def validate(self) -> None:
         self.require(self.lookback > WEEK, "lookback", f"must be > {WEEK} (the weekly HAR component)")

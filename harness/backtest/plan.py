@@ -48,11 +48,20 @@ def plan(config: Config, prices: pd.DataFrame | None = None) -> Plan:
     """Load data, build the strategy table and cut the windows; raise on anything unusable."""
     prices = load_data(config) if prices is None else prices
     strategy = get_strategy(config.strategy.name, config.strategy.params)
+    config = with_metric(config, strategy)
     table = strategy.build(prices)
     _check_purge(config, table.horizon)
     _check_sequences(config, pd.DatetimeIndex(table.dates))
     windows = cut_windows(config, pd.DatetimeIndex(table.dates))
     return Plan(config, prices, strategy, table, windows, fingerprint(prices))
+
+
+def with_metric(config: Config, strategy: Any) -> Config:
+    """``config`` with ``selection.metric`` resolved: the strategy's default when none is named."""
+    if config.selection.metric is not None:
+        return config
+    selection = config.selection.model_copy(update={"metric": strategy.default_metric})
+    return config.model_copy(update={"selection": selection})
 
 
 def cut_windows(config: Config, row_dates: pd.DatetimeIndex) -> list[Window]:

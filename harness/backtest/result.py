@@ -69,6 +69,11 @@ class Backtest:
         return self.config.schedule_labels()
 
     @property
+    def metric(self) -> str:
+        """The selection metric: ``selection.metric``, else the strategy's default."""
+        return self.config.selection.metric or self.strategy.default_metric
+
+    @property
     def n_windows(self) -> int:
         return int(self.predictions["window"].nunique())
 
@@ -79,7 +84,7 @@ class Backtest:
 
     def summary(self, metric: str | None = None) -> pd.DataFrame:
         """The ranking table by pooled ``metric`` (default ``selection.metric``), best first."""
-        return M.ranking_table(self.aggregates, metric=metric or self.config.selection.metric,
+        return M.ranking_table(self.aggregates, metric=metric or self.metric,
                                strategy=self.strategy)
 
     def lr_curve(self, label: str) -> np.ndarray:
@@ -124,7 +129,7 @@ def assemble(the_plan: Plan, boundary: Boundary, done: list[WindowResult]) -> Ba
 def score(config: Config, strategy: Any, table: Any, predictions: pd.DataFrame, training: pd.DataFrame,
           churn: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per-member per-window metrics, seed-mean per-window metrics, and aggregates per schedule."""
-    metric = config.selection.metric
+    metric = config.selection.metric or strategy.default_metric
     per_member = M.window_metrics(predictions, strategy, table=table, training=training)
     means = M.seed_mean(predictions, training).assign(seed=-1)
     per_window = M.window_metrics(means, strategy, table=table).drop(columns="seed")

@@ -73,7 +73,7 @@ def outcome_text(outcome: Outcome) -> str:
         *head,
         *([f"verdict: {report.verdict}"] if report is not None else []),
         "",
-        f"ranking by pooled {config.selection.metric} (seed-mean predictions over all out-of-sample windows"
+        f"ranking by pooled {backtest.metric} (seed-mean predictions over all out-of-sample windows"
         f"{', the strategy baseline among them' if report is not None else ''}):",
         table,
         "",
@@ -103,7 +103,7 @@ def batch_summary(outcomes: list[Outcome]) -> str:
     rows = []
     for outcome in outcomes:
         config, summary = outcome.backtest.config, outcome.backtest.summary()
-        metric = f"pooled_{config.selection.metric}"
+        metric = f"pooled_{outcome.backtest.metric}"
         best = summary.iloc[0]
         rows.append({"experiment": config.experiment, "windows": outcome.backtest.n_windows,
                      "best schedule": best["schedule"], metric: best.get(metric, np.nan),

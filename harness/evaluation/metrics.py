@@ -194,7 +194,7 @@ def loss_matrix(pred: pd.DataFrame, metric: str = "mse", by: str = "date",
     elif metric == "mae":
         loss = np.abs(p - y)
     else:
-        loss = None if strategy is None else strategy.pointwise_loss(metric, y, p)
+        loss = None if strategy is None else _per_schedule_loss(strategy, metric, means)
         if loss is None:
             raise HarnessError(
                 f"selection.metric: '{metric}' has no per-observation loss; use mse, rmse or mae"
@@ -205,6 +205,19 @@ def loss_matrix(pred: pd.DataFrame, metric: str = "mse", by: str = "date",
     matrix = matrix.reindex(columns=list(pd.unique(means["schedule"])))
     matrix.columns.name = "schedule"
     return matrix
+
+
+def _per_schedule_loss(strategy: Strategy, metric: str, means: pd.DataFrame) -> np.ndarray | None:
+    """The strategy's per-row loss, computed over each schedule's own series (in date order), so a
+    loss that depends on the previous row (a trade's cost) never mixes two schedules."""
+    parts = []
+    for _, rows in means.groupby("schedule", sort=False):
+        loss = strategy.pointwise_loss(metric, rows["target"].to_numpy(np.float64),
+                                       rows["prediction"].to_numpy(np.float64))
+        if loss is None:
+            return None
+        parts.append(pd.Series(np.asarray(loss, dtype=np.float64), index=rows.index))
+    return pd.concat(parts).reindex(means.index).to_numpy(np.float64)
 
 
 def ranking_table(agg: pd.DataFrame, metric: str = "rmse", strategy: Strategy | None = None) -> pd.DataFrame:

@@ -53,6 +53,8 @@ def render_markdown(report: SelectionReport) -> str:
         "",
         _pbo_sentence(report),
     ]
+    if report.trading is not None:
+        lines += ["", "## Trading view", "", _trading_sentence(report), "", _markdown_table(_trading_columns(report))]
     if report.notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
     if report.production:
@@ -102,6 +104,23 @@ def _report_columns(report: SelectionReport) -> pd.DataFrame:
         "churn": t["churn"].map(_num),
         "best share": t["best_window_share"].map(lambda v: "—" if pd.isna(v) else f"{v:.0%}"),
     })
+
+
+def _trading_sentence(report: SelectionReport) -> str:
+    return ("Each candidate's seed-mean forecast traded over the out-of-sample windows (the strategy's positions "
+            "and costs), beside buy and hold (always long one unit). Sharpe ratios are annualised, at no cost, at "
+            "the configured cost and at five times it; drawdown and turnover are at the configured cost.")
+
+
+def _trading_columns(report: SelectionReport) -> pd.DataFrame:
+    t = report.trading
+    columns = {"candidate": t["candidate"]}
+    for name in [c for c in t.columns if c.startswith("sharpe_")]:
+        multiple = name.removeprefix("sharpe_").removesuffix("_cost")
+        columns[f"Sharpe ({multiple} cost)"] = t[name].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
+    columns["max drawdown"] = t["max_drawdown"].map(lambda v: "—" if pd.isna(v) else f"{v:.0%}")
+    columns["turnover"] = t["turnover"].map(_num)
+    return pd.DataFrame(columns)
 
 
 def _count(n: int, noun: str) -> str:

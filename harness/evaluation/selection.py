@@ -50,7 +50,7 @@ RULES = {
 }
 LOSSES = {"mse": "mse", "rmse": "mse", "r2_oos": "mse", "mae": "mae"}
 """Per-observation loss behind each precision metric (others: the strategy's pointwise loss)."""
-LOSS_NAMES = {"mse": "squared error", "mae": "absolute error"}
+LOSS_NAMES = {"mse": "squared error", "mae": "absolute error", "sharpe": "minus the net return of the trade"}
 TIE = 1e-9
 
 
@@ -127,6 +127,7 @@ class SelectionReport:
     baseline: str = "baseline"
     beats_baseline: bool = True
     verdict: str = ""
+    trading: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def mcs(self) -> list[str]:
@@ -162,7 +163,7 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
     """
     selection = _selection(backtest.config.selection, overrides)
     strategy, horizon, seed = backtest.strategy, backtest.horizon, backtest.config.training.seed
-    metric, alpha = selection.metric, selection.alpha
+    metric, alpha = selection.metric or strategy.default_metric, selection.alpha
     base = baseline_label(strategy)
     base_predictions, base_aggregates = baseline_candidate(backtest, base, metric)
     aggregates = pd.concat([backtest.aggregates, base_aggregates], ignore_index=True)
@@ -212,6 +213,7 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
         n_obs=n_obs, n_windows=int(backtest.predictions["window"].nunique()), lags=lags, block_size=block,
         reps=reps, seed=seed, notes=notes, losses=losses, backtest=backtest, baseline=base,
     )
+    report.trading = trading_view(backtest, base_predictions)
     report.beats_baseline = bool(table.loc[table["schedule"] == selected, "beats_baseline"].iloc[0])
     report.verdict = verdict(report)
     return report
@@ -233,6 +235,20 @@ def baseline_candidate(backtest: Backtest, label: str, metric: str) -> tuple[pd.
     aggregates = M.aggregate_metrics(rows, per_window, None, backtest.strategy, metric=metric, table=backtest.table)
     aggregates.loc[aggregates["metric"] == "best_window_share", "value"] = np.nan  # shares are among schedules
     return rows, aggregates
+
+
+def trading_view(backtest: Backtest, base_predictions: pd.DataFrame) -> pd.DataFrame | None:
+    """For strategies with a trading view (``trading_summary``): each schedule's seed-mean trades,
+    the baseline's and buy and hold, at 0, 1x and 5x the configured cost; else None."""
+    summary = getattr(backtest.strategy, "trading_summary", None)
+    if not callable(summary):
+        return None
+    means = M.seed_mean(backtest.predictions, backtest.training)
+    base = base_predictions.assign(row=base_predictions.groupby("window").cumcount())
+    parts = [summary({str(label): rows["prediction"].to_numpy()}, M.test_table(backtest.table, rows))
+             for label, rows in [*means.groupby("schedule", sort=False), (base["schedule"].iloc[0], base)]]
+    table = pd.concat(parts, ignore_index=True)
+    return table.drop_duplicates("candidate", keep="last").reset_index(drop=True)
 
 
 def _better_p(test: Any) -> float:
@@ -257,8 +273,10 @@ def _apply(table: pd.DataFrame, rule: str, metric: str, direction: str, notes: l
 
 def verdict(report: SelectionReport) -> str:
     """The deployment verdict: the first line of the selection."""
-    row = report.table.set_index("schedule").loc[report.selected]
-    skill = _skill(row)
+    table = report.table.set_index("schedule")
+    row, base = table.loc[report.selected], table.loc[report.baseline]
+    m = report.metric
+    skill = f", pooled {m} {row[f'pooled_{m}']:.4g} against {base[f'pooled_{m}']:.4g}" + _skill(row)
     if report.beats_baseline:
         return (f"`{report.selected}` beats the {report.baseline} at α = {report.alpha:g}: DM p = "
                 f"{row['dm_base_p_holm']:.3g} (one-sided, Holm-corrected over the schedules){skill}")

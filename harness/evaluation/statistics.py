@@ -25,6 +25,7 @@ from scipy import stats
 PBO_MIN_WINDOWS = 8
 PBO_MAX_SPLITS = 16  # C(16, 8) = 12870 combinations
 REPS = 1000
+SHARPE_PERIODS = 252  # per-period net returns are daily: the Sharpe ratio is annualised with sqrt(252)
 
 
 def newey_west_lags(n_obs: int, horizon: int = 1) -> int:
@@ -131,8 +132,13 @@ def identical_columns(losses: pd.DataFrame) -> list[list[str]]:
 def pooled_from_losses(metric: str, losses: np.ndarray, weights: np.ndarray,
                        baseline: np.ndarray | None = None) -> np.ndarray:
     """The pooled metric of each column of ``losses`` ``[T, k]`` (per-date mean losses, ``weights``
-    = rows per date): ``rmse`` → sqrt of the weighted mean, ``r2_oos`` → 1 − SSE/SSE_baseline, else
-    the weighted mean loss."""
+    = rows per date): ``rmse`` → sqrt of the weighted mean, ``r2_oos`` → 1 − SSE/SSE_baseline,
+    ``sharpe`` → the annualised Sharpe ratio of the net returns ``−losses``, else the weighted mean loss."""
+    if metric == "sharpe":  # losses are minus the net return per period (one row a date)
+        returns = -losses
+        std = returns.std(axis=0, ddof=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(std > 0, returns.mean(axis=0) / std * np.sqrt(SHARPE_PERIODS), np.nan)
     total = weights @ losses
     if metric == "r2_oos":
         if baseline is None:

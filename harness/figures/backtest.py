@@ -2,33 +2,90 @@
 schedules, cumulative errors, and equity; :func:`backtest_figures` draws the set its MLflow runs get.
 
 Every ``plot_*`` function writes one PNG at ``path`` (parent folders are created) and returns the
-path. Inputs are the engine's tidy frames (``docs/ARCHITECTURE.md``); schedules keep one colour in
-every figure of a backtest when the same ``schedules`` order is passed.
+path; the ``*_figure`` function of the same name returns the :class:`~matplotlib.figure.Figure`
+it draws, unsaved. Inputs are the engine's tidy frames (``docs/ARCHITECTURE.md``); schedules keep
+one colour in every figure of a backtest when the same ``schedules`` order is passed.
+
+What a quant reads in them: per-window figures put each window at its first out-of-sample date
+(:func:`window_starts`), with the strategy's baseline beside the schedules (black, dashed,
+labelled ``baseline``; :func:`baseline_window_metric`); legends sit to the right of the plotting
+area; the seed band (min-max over seeds) is shaded under its line.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from harness.errors import HarnessError, unknown_name
 from harness.figures.common import (
+    BASELINE_STYLE,
     DOUBLE,
     SINGLE,
+    date_axis,
     finish_axes,
+    legend_outside,
+    new_figure,
     require_columns,
     save_png,
     schedule_colors,
 )
 
+if TYPE_CHECKING:
+    from harness.backtest import Backtest
 
-def backtest_figures(
+BAND_ALPHA = 0.25  # the seed band's opacity (under its line)
+WINDOW_DATE = "first out-of-sample date of the window"
+STEP_FRESH = "optimizer step (one window; every window restarts the schedule)"
+STEP_CONTINUED = "optimizer step (all windows in sequence; the schedule runs on across them)"
+
+
+# --- the set a backtest's runs get --------------------------------------------------------------
+
+
+def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
+                     ) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
+    """Draw a backtest's run figures into ``folder``; return ``(parent_files, schedule_files)`` as
+    :func:`harness.tracking.finish_backtest` takes them.
+
+    ``parent_files``: artifact name -> PNG for the parent run: ``comparison.png`` (the headline
+    metric per window of every schedule and the baseline, over their LR curves) when there are
+    per-window metrics, ``errors.png`` when there are predictions, ``equity.png`` (each
+    schedule's equity and buy-and-hold) when the strategy has a trading view. ``schedule_files``:
+    schedule label -> {artifact name -> PNG} for its run: ``lr_curve.png``; ``window_metrics.png``
+    (its line, seed band and the baseline) when it has per-window metrics. The headline metric is
+    ``selection.metric`` when it was scored, else rmse, else the first.
+
+    The older frame form ``backtest_figures(config, metrics, seed_mean_metrics, predictions,
+    lr_curves, labels, folder)`` is still taken (see :func:`frame_figures`).
+    """
+    if frames:  # the frame form: (config, metrics, seed_mean_metrics, predictions, lr_curves, labels, folder)
+        return frame_figures(backtest, folder, *frames)
+    predictions, config = backtest.predictions, backtest.config
+    headline = _headline_metric(config.selection.metric, backtest.seed_mean_metrics)
+    baseline = None
+    if not predictions.empty and _scored(backtest.seed_mean_metrics, headline):
+        from harness.evaluation.metrics import PRECISION
+
+        table = None if headline in PRECISION else backtest.table  # rebuilt from the data only when needed
+        baseline = baseline_window_metric(predictions, headline, strategy=backtest.strategy, table=table)
+    equity = backtest.equity_curves() if not predictions.empty else {}
+    return frame_figures(
+        config.model_dump(mode="json"), backtest.metrics, backtest.seed_mean_metrics, predictions,
+        {label: backtest.lr_curve(label) for label in backtest.labels}, backtest.labels, folder,
+        baseline=baseline, equity=equity, buy_and_hold=buy_and_hold(backtest) if equity else None,
+    )
+
+
+def frame_figures(
     config: Mapping[str, Any],
     metrics: pd.DataFrame,
     seed_mean_metrics: pd.DataFrame,
@@ -36,48 +93,130 @@ def backtest_figures(
     lr_curves: Mapping[str, np.ndarray],
     labels: Sequence[str],
     folder: str | Path,
+    *,
+    baseline: pd.Series | None = None,
+    equity: Mapping[str, pd.Series] | None = None,
+    buy_and_hold: pd.Series | None = None,
 ) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
-    """Draw a backtest's run figures into ``folder``; return ``(parent_files, schedule_files)`` as
-    :func:`harness.tracking.finish_backtest` takes them.
+    """:func:`backtest_figures` from the frames: ``metrics`` per seed, ``seed_mean_metrics``,
+    ``predictions`` (their dates put the windows on the x axes), ``lr_curves`` per label,
+    ``labels`` (schedule order and colours) and ``config`` as a mapping (``selection.metric``
+    names the headline metric; ``training.boundary`` how the LR curves run).
 
-    ``parent_files``: artifact name -> PNG for the parent run (``comparison.png`` when there are
-    per-window metrics, ``errors.png`` when there are predictions). ``schedule_files``: schedule
-    label -> {artifact name -> PNG} for its run (``lr_curve.png``; ``window_metrics.png`` with the
-    seed band when it has per-window metrics). Frames as in :func:`plot_window_metrics`
-    (``metrics`` per seed, ``seed_mean_metrics``) and :func:`plot_errors`; ``labels`` fixes the
-    schedule order (and colours); ``config`` (a mapping) names the headline metric.
+    ``baseline``: the baseline's headline metric per window; default: computed from the
+    predictions' ``baseline`` column when the headline metric is a precision one (mse, rmse, mae,
+    r2_oos), else none drawn. ``equity`` (label -> series by date) adds ``equity.png``, with
+    ``buy_and_hold`` on it when given.
     """
     folder = Path(folder)
-    headline = _headline_metric(config, seed_mean_metrics)
+    headline = _headline_metric((config.get("selection") or {}).get("metric"), seed_mean_metrics)
+    continued = (config.get("training") or {}).get("boundary") == "warm_continue"
+    steps = STEP_CONTINUED if continued else STEP_FRESH
+    dates = window_starts(predictions) if {"window", "date"} <= set(predictions.columns) else None
+    if baseline is None and _scored(seed_mean_metrics, headline) and not predictions.empty:
+        baseline = baseline_window_metric(predictions, headline)
     schedule_files: dict[str, dict[str, Path]] = {}
     for index, label in enumerate(labels):
         own = folder / f"schedule-{index}"  # labels such as "step(milestones=[0.5])" are no folder names
         lr = np.asarray(lr_curves[label], dtype=float)
-        files = {"lr_curve.png": plot_lr_curve(lr, own / "lr_curve.png", f"{label}: learning rate per optimizer step")}
+        files = {"lr_curve.png": save_png(lr_curve_figure(lr, f"{label}: learning rate per optimizer step",
+                                                          steps=steps), own / "lr_curve.png")}
         seed_mean = seed_mean_metrics[seed_mean_metrics["schedule"] == label]
         if not seed_mean.empty:
             files["window_metrics.png"] = plot_window_metrics(
-                seed_mean, headline, own / "window_metrics.png", per_seed=metrics[metrics["schedule"] == label]
-            )
+                seed_mean, headline, own / "window_metrics.png", per_seed=metrics[metrics["schedule"] == label],
+                dates=dates, baseline=baseline)
         schedule_files[label] = files
     parent_files: dict[str, Path] = {}
     if not seed_mean_metrics.empty:  # seed bands: per schedule
-        parent_files["comparison.png"] = plot_comparison(
-            seed_mean_metrics, {label: lr_curves[label] for label in labels}, headline, folder / "comparison.png"
-        )
+        parent_files["comparison.png"] = save_png(comparison_figure(
+            seed_mean_metrics, {label: lr_curves[label] for label in labels}, headline, dates=dates,
+            baseline=baseline, steps=steps), folder / "comparison.png")
     if not predictions.empty:
         parent_files["errors.png"] = plot_errors(predictions, folder / "errors.png")
+    if equity:
+        parent_files["equity.png"] = plot_equity(equity, folder / "equity.png", buy_and_hold=buy_and_hold)
     return parent_files, schedule_files
 
 
-def _headline_metric(config: Mapping[str, Any], seed_mean: pd.DataFrame) -> str:
+def _headline_metric(preferred: str | None, seed_mean: pd.DataFrame) -> str:
     """The metric the figures show: the selection metric if logged, else rmse, else the first."""
     names = list(pd.unique(seed_mean["metric"]))
-    preferred = (config.get("selection") or {}).get("metric")
     for name in (preferred, "rmse"):
         if name in names:
             return name
     return str(names[0]) if names else "rmse"
+
+
+def _scored(seed_mean: pd.DataFrame, metric: str) -> bool:
+    return bool((seed_mean["metric"] == metric).any())
+
+
+# --- what the figures derive from the frames ------------------------------------------------------
+
+
+def window_starts(predictions: pd.DataFrame) -> pd.Series:
+    """Each window's first out-of-sample date (the earliest ``date`` of its predictions), by window."""
+    require_columns(predictions, ("window", "date"))
+    return pd.to_datetime(predictions.groupby("window")["date"].min()).rename("date")
+
+
+def _member_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One member's prediction rows (the first schedule's first seed): the test rows of every
+    window once, in order, with the target and the baseline (the same for every member)."""
+    first = predictions.iloc[0]
+    return predictions[(predictions["schedule"] == first["schedule"]) & (predictions["seed"] == first["seed"])]
+
+
+def baseline_window_metric(predictions: pd.DataFrame, metric: str, strategy: Any = None,
+                           table: Any = None) -> pd.Series | None:
+    """The strategy's baseline scored like a member: ``metric`` per window of the ``baseline``
+    column against ``target`` (one member's rows; the baseline is the same for all), by window.
+
+    Precision metrics (mse, rmse, mae, r2_oos) need only the predictions; the strategy's own
+    metrics need ``strategy`` (and ``table`` when they read features). None when ``metric`` cannot
+    be computed so (no strategy for a strategy metric, or the strategy does not score it).
+    """
+    from harness.evaluation import metrics as M
+
+    require_columns(predictions, ("date", "window", "schedule", "seed", "target", "baseline"))
+    if predictions.empty:
+        return None
+    rows = _member_rows(predictions)
+    if metric in M.PRECISION:
+        values = {window: M.precision(group["target"], group["baseline"], group["baseline"])[metric]
+                  for window, group in rows.groupby("window", sort=True)}
+        return pd.Series(values, name="baseline", dtype=np.float64).rename_axis("window")
+    if strategy is None:
+        return None
+    scored = M.window_metrics(rows.assign(prediction=rows["baseline"]), strategy, table=table)
+    scored = scored[scored["metric"] == metric]
+    if scored.empty:
+        return None
+    return scored.set_index("window")["value"].sort_index().rename("baseline").astype(np.float64)
+
+
+def buy_and_hold(backtest: Backtest) -> pd.Series | None:
+    """Buy-and-hold equity over the out-of-sample rows, in the strategy's own units: its trading
+    view (``equity(pred, test)``) of a forecast that is always long, one unit (position ``sign``,
+    so not vol-scaled): ``cumprod(1 + simple return)`` held every ``horizon`` rows, less the entry
+    cost. A strategy may give its own as ``buy_and_hold(test)``. None without a trading view."""
+    from harness.evaluation import metrics as M
+
+    strategy = backtest.strategy
+    if backtest.predictions.empty or not callable(getattr(strategy, "equity", None)):
+        return None
+    test = M.test_table(backtest.table, _member_rows(backtest.predictions))
+    own = getattr(strategy, "buy_and_hold", None)
+    if callable(own):
+        return own(test)
+    held = copy.copy(strategy)  # the backtest's strategy stays as it is
+    if getattr(held, "position", "sign") != "sign":
+        held.position = "sign"
+    return held.equity(np.ones(len(test)), test).rename("buy and hold")
+
+
+# --- per-window metrics ---------------------------------------------------------------------------
 
 
 def plot_window_metrics(
@@ -86,8 +225,25 @@ def plot_window_metrics(
     path: str | Path,
     schedules: Sequence[str] | None = None,
     per_seed: pd.DataFrame | None = None,
+    *,
+    dates: pd.Series | Mapping[int, Any] | None = None,
+    baseline: pd.Series | None = None,
 ) -> Path:
-    """One metric per window, one line per schedule.
+    """One metric per window, one line per schedule; see :func:`window_metrics_figure`."""
+    return save_png(window_metrics_figure(seed_mean_metrics, metric, schedules, per_seed, dates=dates,
+                                          baseline=baseline), path)
+
+
+def window_metrics_figure(
+    seed_mean_metrics: pd.DataFrame,
+    metric: str,
+    schedules: Sequence[str] | None = None,
+    per_seed: pd.DataFrame | None = None,
+    *,
+    dates: pd.Series | Mapping[int, Any] | None = None,
+    baseline: pd.Series | None = None,
+) -> Figure:
+    """One metric per window, one line per schedule (800 x 450 px).
 
     Parameters
     ----------
@@ -96,21 +252,108 @@ def plot_window_metrics(
     metric : the metric to draw; an unknown name raises a HarnessError naming the valid ones.
     schedules : which schedules, in colour order; default all, in order of appearance.
     per_seed : optional per-seed frame (``window, schedule, seed, metric, value``); when given,
-        the min-max band over seeds is shaded around each line.
+        the min-max band over seeds is shaded under each line.
+    dates : window -> its first out-of-sample date (:func:`window_starts`); the x axis is then
+        dates; without it (or when a window has none) the window number.
+    baseline : window -> the baseline's value of ``metric`` (:func:`baseline_window_metric`),
+        drawn black and dashed, labelled ``baseline``.
     """
-    fig = Figure(figsize=SINGLE)
+    fig = new_figure(SINGLE)
     ax = fig.subplots()
-    _draw_window_metrics(ax, seed_mean_metrics, metric, schedules, per_seed)
-    return save_png(fig, path)
+    _draw_window_metrics(ax, seed_mean_metrics, metric, schedules, per_seed, dates, baseline)
+    finish_axes(ax)
+    return fig
 
 
-def plot_lr_curve(lr: np.ndarray, path: str | Path, title: str) -> Path:
-    """The learning rate a member uses at each optimizer step."""
-    fig = Figure(figsize=SINGLE)
+def _draw_window_metrics(
+    ax: Axes,
+    seed_mean_metrics: pd.DataFrame,
+    metric: str,
+    schedules: Sequence[str] | None,
+    per_seed: pd.DataFrame | None,
+    dates: pd.Series | Mapping[int, Any] | None = None,
+    baseline: pd.Series | None = None,
+) -> None:
+    require_columns(seed_mean_metrics, ("window", "schedule", "metric", "value"))
+    valid = pd.unique(seed_mean_metrics["metric"])
+    if metric not in valid:
+        raise unknown_name("metric", metric, valid)
+    rows = seed_mean_metrics[seed_mean_metrics["metric"] == metric]
+    present = list(pd.unique(rows["schedule"]))
+    schedules = present if schedules is None else list(schedules)
+    for label in schedules:
+        if label not in present:
+            raise unknown_name("schedule", label, present)
+    band = None
+    if per_seed is not None:
+        require_columns(per_seed, ("window", "schedule", "seed", "metric", "value"))
+        seeds = per_seed[per_seed["metric"] == metric]
+        band = seeds.groupby(["schedule", "window"])["value"].agg(["min", "max"])
+    windows = sorted(set(rows["window"]) | (set() if baseline is None else set(baseline.index)))
+    at = _window_axis(windows, dates)
+    colors = schedule_colors(schedules)
+    banded = []
+    for label in schedules:
+        line = rows[rows["schedule"] == label].sort_values("window")
+        ax.plot(at(line["window"]), line["value"], color=colors[label], lw=1.4, marker="o", ms=3, label=label,
+                zorder=3)
+        if band is not None and label in band.index.get_level_values("schedule"):
+            spread = band.loc[label].sort_index()
+            ax.fill_between(at(spread.index), spread["min"], spread["max"], color=colors[label], alpha=BAND_ALPHA,
+                            lw=0, zorder=2)
+            banded.append(label)
+    if baseline is not None and len(baseline):
+        base = baseline.sort_index()
+        ax.plot(at(base.index), base.to_numpy(np.float64), marker="o", ms=2.5, label="baseline", zorder=4,
+                **BASELINE_STYLE)
+    if banded:  # one legend entry for the bands: the schedule's colour, or grey for several
+        ax.add_patch(Patch(facecolor=colors[banded[0]] if len(banded) == 1 else "grey", alpha=BAND_ALPHA,
+                           label="min-max over seeds", visible=False))
+    ax.set_title(f"{metric} per window (seed-mean predictions)")
+    ax.set_xlabel(WINDOW_DATE if at.dated else "window")
+    ax.set_ylabel(metric)
+    if at.dated:
+        date_axis(ax.xaxis)
+
+
+class _window_axis:
+    """Window number -> x position: its first out-of-sample date when every window has one."""
+
+    def __init__(self, windows: Sequence[int], dates: pd.Series | Mapping[int, Any] | None) -> None:
+        self.dates = None
+        if dates is not None and len(windows):
+            starts = pd.Series(dates) if not isinstance(dates, pd.Series) else dates
+            starts = pd.to_datetime(starts.reindex(list(windows)))
+            if starts.notna().all():
+                self.dates = starts
+
+    @property
+    def dated(self) -> bool:
+        return self.dates is not None
+
+    def __call__(self, windows: Any) -> np.ndarray:
+        windows = list(windows)
+        if self.dates is None:
+            return np.asarray(windows)
+        return self.dates.loc[windows].to_numpy()
+
+
+# --- LR curves and the comparison -----------------------------------------------------------------
+
+
+def plot_lr_curve(lr: np.ndarray, path: str | Path, title: str, steps: str = "optimizer step") -> Path:
+    """The learning rate a member uses at each optimizer step; ``steps`` labels the x axis."""
+    return save_png(lr_curve_figure(lr, title, steps=steps), path)
+
+
+def lr_curve_figure(lr: np.ndarray, title: str, steps: str = "optimizer step") -> Figure:
+    """:func:`plot_lr_curve`'s figure (800 x 450 px)."""
+    fig = new_figure(SINGLE)
     ax = fig.subplots()
-    _draw_lr_curves(ax, {title: lr}, legend=False)
+    _draw_lr_curves(ax, {title: lr}, steps)
+    finish_axes(ax, legend=False)
     ax.set_title(title)
-    return save_png(fig, path)
+    return fig
 
 
 def plot_comparison(
@@ -119,15 +362,54 @@ def plot_comparison(
     metric: str,
     path: str | Path,
     per_seed: pd.DataFrame | None = None,
+    *,
+    dates: pd.Series | Mapping[int, Any] | None = None,
+    baseline: pd.Series | None = None,
+    steps: str = "optimizer step",
 ) -> Path:
-    """All schedules of one backtest: ``metric`` per window (top) and their LR curves (bottom)."""
-    fig = Figure(figsize=DOUBLE)
+    """All schedules of one backtest; see :func:`comparison_figure`."""
+    return save_png(comparison_figure(seed_mean_metrics, lr_curves, metric, per_seed, dates=dates,
+                                      baseline=baseline, steps=steps), path)
+
+
+def comparison_figure(
+    seed_mean_metrics: pd.DataFrame,
+    lr_curves: Mapping[str, np.ndarray],
+    metric: str,
+    per_seed: pd.DataFrame | None = None,
+    *,
+    dates: pd.Series | Mapping[int, Any] | None = None,
+    baseline: pd.Series | None = None,
+    steps: str = "optimizer step",
+) -> Figure:
+    """All schedules of one backtest (800 x 750 px): ``metric`` per window with the baseline (top;
+    ``dates``, ``baseline`` as in :func:`window_metrics_figure`) and their LR curves (bottom, x
+    axis labelled ``steps``); one legend, right of the top panel, for both."""
+    fig = new_figure(DOUBLE)
     top, bottom = fig.subplots(2, 1)
     schedules = list(lr_curves) or None
-    _draw_window_metrics(top, seed_mean_metrics, metric, schedules, per_seed)
-    _draw_lr_curves(bottom, lr_curves)
-    bottom.set_title("learning rate per optimizer step")
-    return save_png(fig, path)
+    _draw_window_metrics(top, seed_mean_metrics, metric, schedules, per_seed, dates, baseline)
+    finish_axes(top)
+    _draw_lr_curves(bottom, lr_curves, steps)
+    finish_axes(bottom, legend=False)
+    bottom.set_title("learning rate per optimizer step (colours as above)")
+    return fig
+
+
+def _draw_lr_curves(ax: Axes, curves: Mapping[str, np.ndarray], steps: str = "optimizer step") -> None:
+    if not curves:
+        raise HarnessError("no LR curves to plot; give at least one schedule")
+    colors = schedule_colors(list(curves))
+    for label, lr in curves.items():
+        lr = np.asarray(lr, dtype=float)
+        if lr.ndim != 1 or lr.size == 0:
+            raise ValueError(f"LR curve '{label}' must be a non-empty 1-D array, got shape {lr.shape}")
+        ax.plot(np.arange(lr.size), lr, color=colors[label], lw=1.4, label=label)
+    ax.set_xlabel(steps)
+    ax.set_ylabel("learning rate")
+
+
+# --- cumulative errors and equity -----------------------------------------------------------------
 
 
 def cumulative_errors(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +443,13 @@ def cumulative_errors(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_errors(predictions: pd.DataFrame, path: str | Path) -> Path:
-    """Cumulative squared error per schedule vs the baseline (top) and the gap to it (bottom).
+    """Cumulative squared errors; see :func:`errors_figure`."""
+    return save_png(errors_figure(predictions), path)
+
+
+def errors_figure(predictions: pd.DataFrame) -> Figure:
+    """Cumulative squared error per schedule vs the baseline (top) and the gap to it (bottom),
+    over the out-of-sample dates (800 x 750 px; one legend, right of the top panel).
 
     The bottom panel is ``SSE_baseline - SSE_schedule`` accumulated over dates (Goyal-Welch):
     rising where the schedule beats the baseline, falling where it loses.
@@ -169,83 +457,58 @@ def plot_errors(predictions: pd.DataFrame, path: str | Path) -> Path:
     cumulative = cumulative_errors(predictions)
     schedules = [column for column in cumulative.columns if column != "baseline"]
     colors = schedule_colors(schedules)
-    fig = Figure(figsize=DOUBLE)
+    fig = new_figure(DOUBLE)
     top, bottom = fig.subplots(2, 1, sharex=True)
+    dates = pd.DatetimeIndex(cumulative.index)
     for label in schedules:
-        top.plot(cumulative.index, cumulative[label], color=colors[label], lw=1.2, label=label)
+        top.plot(dates, cumulative[label], color=colors[label], lw=1.2, label=label)
         gap = cumulative["baseline"] - cumulative[label]
-        bottom.plot(cumulative.index, gap, color=colors[label], lw=1.2, label=label)
-    top.plot(cumulative.index, cumulative["baseline"], color="black", ls="--", lw=1.2, label="baseline")
-    bottom.axhline(0.0, color="black", ls="--", lw=0.8)
+        bottom.plot(dates, gap, color=colors[label], lw=1.2)
+    top.plot(dates, cumulative["baseline"], label="baseline", **BASELINE_STYLE)
+    bottom.axhline(0.0, **{**BASELINE_STYLE, "lw": 0.8})
     top.set_title("cumulative squared error (seed-mean predictions)")
     top.set_ylabel("SSE")
-    bottom.set_title("cumulative SSE of the baseline minus the schedule (> 0: beats the baseline)")
+    bottom.set_title("cumulative SSE of the baseline minus the schedule's (> 0: beats the baseline)")
+    bottom.set_ylabel("SSE gap")
     bottom.set_xlabel("out-of-sample date")
     finish_axes(top)
-    finish_axes(bottom)
-    return save_png(fig, path)
+    finish_axes(bottom, legend=False)
+    date_axis(bottom.xaxis)
+    top.tick_params(labelbottom=False)
+    return fig
 
 
-def plot_equity(equity: Mapping[str, pd.Series], path: str | Path) -> Path:
-    """Equity curves of the trading view, one line per schedule (series indexed by date)."""
+def plot_equity(equity: Mapping[str, pd.Series], path: str | Path, buy_and_hold: pd.Series | None = None) -> Path:
+    """Equity curves of the trading view; see :func:`equity_figure`."""
+    return save_png(equity_figure(equity, buy_and_hold), path)
+
+
+def equity_figure(equity: Mapping[str, pd.Series], buy_and_hold: pd.Series | None = None) -> Figure:
+    """Equity curves of the trading view, one line per schedule (series indexed by date), and
+    ``buy_and_hold`` (:func:`buy_and_hold`) black and dotted when given (800 x 450 px)."""
     if not equity:
         raise HarnessError("no equity curves to plot; the strategy has no trading view")
     colors = schedule_colors(list(equity))
-    fig = Figure(figsize=SINGLE)
+    fig = new_figure(SINGLE)
     ax = fig.subplots()
+    dated = all(isinstance(series.index, pd.DatetimeIndex) for series in equity.values())
     for label, series in equity.items():
         ax.plot(series.index, series.to_numpy(dtype=float), color=colors[label], lw=1.2, label=label)
-    ax.set_title("equity of the trading view (after costs)")
-    ax.set_xlabel("date")
+    if buy_and_hold is not None and len(buy_and_hold):
+        ax.plot(buy_and_hold.index, buy_and_hold.to_numpy(dtype=float), color="black", ls=":", lw=1.5,
+                label="buy and hold")
+    ax.axhline(1.0, color="grey", lw=0.6)
+    ax.set_title("equity of the trading view (after costs; start 1)")
+    ax.set_xlabel("out-of-sample date" if dated else "rebalance")
     ax.set_ylabel("equity")
+    if dated:
+        date_axis(ax.xaxis)
     finish_axes(ax)
-    return save_png(fig, path)
+    return fig
 
 
-def _draw_window_metrics(
-    ax: Axes,
-    seed_mean_metrics: pd.DataFrame,
-    metric: str,
-    schedules: Sequence[str] | None,
-    per_seed: pd.DataFrame | None,
-) -> None:
-    require_columns(seed_mean_metrics, ("window", "schedule", "metric", "value"))
-    valid = pd.unique(seed_mean_metrics["metric"])
-    if metric not in valid:
-        raise unknown_name("metric", metric, valid)
-    rows = seed_mean_metrics[seed_mean_metrics["metric"] == metric]
-    present = list(pd.unique(rows["schedule"]))
-    schedules = present if schedules is None else list(schedules)
-    for label in schedules:
-        if label not in present:
-            raise unknown_name("schedule", label, present)
-    band = None
-    if per_seed is not None:
-        require_columns(per_seed, ("window", "schedule", "seed", "metric", "value"))
-        seeds = per_seed[per_seed["metric"] == metric]
-        band = seeds.groupby(["schedule", "window"])["value"].agg(["min", "max"])
-    colors = schedule_colors(schedules)
-    for label in schedules:
-        line = rows[rows["schedule"] == label].sort_values("window")
-        ax.plot(line["window"], line["value"], color=colors[label], lw=1.4, marker="o", ms=3, label=label)
-        if band is not None and label in band.index.get_level_values("schedule"):
-            spread = band.loc[label]
-            ax.fill_between(spread.index, spread["min"], spread["max"], color=colors[label], alpha=0.2, lw=0)
-    ax.set_title(f"{metric} per window" + (" (band: min-max over seeds)" if band is not None else ""))
-    ax.set_xlabel("window")
-    ax.set_ylabel(metric)
-    finish_axes(ax)
-
-
-def _draw_lr_curves(ax: Axes, curves: Mapping[str, np.ndarray], legend: bool = True) -> None:
-    if not curves:
-        raise HarnessError("no LR curves to plot; give at least one schedule")
-    colors = schedule_colors(list(curves))
-    for label, lr in curves.items():
-        lr = np.asarray(lr, dtype=float)
-        if lr.ndim != 1 or lr.size == 0:
-            raise ValueError(f"LR curve '{label}' must be a non-empty 1-D array, got shape {lr.shape}")
-        ax.plot(np.arange(lr.size), lr, color=colors[label], lw=1.4, label=label)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
-    finish_axes(ax, legend=legend)
+__all__ = [
+    "backtest_figures", "baseline_window_metric", "buy_and_hold", "comparison_figure", "cumulative_errors",
+    "equity_figure", "errors_figure", "frame_figures", "legend_outside", "lr_curve_figure", "plot_comparison",
+    "plot_equity", "plot_errors", "plot_lr_curve", "plot_window_metrics", "window_metrics_figure", "window_starts",
+]

@@ -1,18 +1,25 @@
 """What every figure shares: sizes, one colour per schedule, the axes' finish, and the PNG writer.
 
-Figures are drawn on bare :class:`matplotlib.figure.Figure` objects, which render with the Agg
-canvas: no pyplot, no global backend switch, nothing left open between calls, safe from any
-thread or worker and without a display.
+Figures are drawn on bare :class:`matplotlib.figure.Figure` objects with an Agg canvas
+(:func:`new_figure`): no pyplot, no global backend switch, nothing left open between calls, safe
+from any thread or worker and without a display. Figures use the constrained layout, so a legend
+placed outside its axes (:func:`finish_axes`, always to the right of the plotting area) gets room
+of its own and never covers data; long schedule labels are wrapped (:func:`wrap_label`).
 """
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.dates as mdates
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
@@ -20,7 +27,40 @@ from harness.errors import HarnessError
 DPI = 100
 SINGLE = (8.0, 4.5)  # inches: 800 x 450 px at DPI
 DOUBLE = (8.0, 7.5)  # two stacked panels
+LABEL_WIDTH = 26  # characters per line of a schedule label in a legend or on an axis
+BASELINE_STYLE = {"color": "black", "ls": "--", "lw": 1.3}
+"""How the strategy's baseline is drawn in every figure (labelled ``baseline``)."""
 _PALETTE = matplotlib.colormaps["tab10"].colors
+
+
+def new_figure(size: tuple[float, float] = SINGLE) -> Figure:
+    """A figure of ``size`` inches at :data:`DPI` with the constrained layout and an Agg canvas
+    (so ``fig.canvas.get_renderer()`` works before it is saved)."""
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
+    """``label`` on lines of at most ``width`` characters, broken after a comma where it can
+    (``cosine(min_lr_ratio=0.01, warmup=0.05)`` -> ``cosine(min_lr_ratio=0.01,`` / ``warmup=0.05)``);
+    only a piece between commas longer than ``width + 8`` is cut."""
+    lines: list[str] = []
+    for piece in re.findall(r"[^,]+,?\s*|,\s*", str(label)):
+        if lines and len(lines[-1]) + len(piece.rstrip()) <= width:
+            lines[-1] += piece
+        elif len(piece.rstrip()) <= width + 8:  # a piece a little too long keeps its line, uncut
+            lines.append(piece)
+        else:
+            lines.extend(textwrap.wrap(piece, width, break_on_hyphens=False) or [piece])
+    return "\n".join(line.rstrip() for line in lines) or str(label)
+
+
+def date_axis(axis: Axis) -> None:
+    """Dates on ``axis`` (``ax.xaxis``): automatic ticks, concise labels (year once, then months)."""
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    axis.set_major_locator(locator)
+    axis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
 
 def schedule_colors(labels: Sequence[str]) -> dict[str, tuple[float, ...]]:
@@ -29,10 +69,19 @@ def schedule_colors(labels: Sequence[str]) -> dict[str, tuple[float, ...]]:
 
 
 def finish_axes(ax: Axes, legend: bool = True) -> None:
-    """The common finish of every axes: a light grid, and a legend when something is labelled."""
+    """The common finish of every axes: a light grid, and, when something is labelled, a legend
+    outside the plotting area, to its right (labels wrapped), so it never covers data."""
     ax.grid(alpha=0.3)
-    if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    if legend:
+        legend_outside(ax)
+
+
+def legend_outside(ax: Axes, fontsize: float = 8) -> None:
+    """The legend of what ``ax`` labelled, to the right of its plotting area (none if nothing is)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, [wrap_label(label) for label in labels], loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0.0, fontsize=fontsize, frameon=False)
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:

@@ -129,7 +129,8 @@ def finish_backtest(
     """
     started = time.perf_counter()
     labels = backtest.labels
-    lr_curves = {label: backtest.lr_curve(label) for label in labels}
+    logged = set(backtest.lr_curves["schedule"])  # a schedule without LR rows is refused, not logged empty
+    lr_curves = {label: backtest.lr_curve(label) for label in labels if label in logged}
     parent_files, schedule_files = dict(parent_files or {}), dict(schedule_files or {})
     check_payload(labels, backtest.metrics, backtest.seed_mean_metrics, backtest.aggregates, backtest.predictions,
                   backtest.training, lr_curves, parent_files, schedule_files)
