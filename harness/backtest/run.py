@@ -129,19 +129,11 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
 
 def log_backtest(store: Any, run_id: str, backtest: Backtest, tags: dict[str, str]) -> None:
     """Draw the backtest's figures and log it into its open parent run ``run_id`` (ended FINISHED)."""
-    from pathlib import Path
-
-    from harness.figures import backtest_figures, plot_equity
+    from harness.figures import backtest_figures
 
     backtest.run_id = run_id
     with tempfile.TemporaryDirectory(prefix="harness-figures-") as folder:
-        parent_files, schedule_files = backtest_figures(
-            backtest.config.model_dump(mode="json"), backtest.metrics, backtest.seed_mean_metrics,
-            backtest.predictions, {label: backtest.lr_curve(label) for label in backtest.labels},
-            backtest.labels, folder)
-        equity = backtest.equity_curves()
-        if equity:
-            parent_files["equity.png"] = plot_equity(equity, Path(folder) / "equity.png")
+        parent_files, schedule_files = backtest_figures(backtest, folder)  # equity.png too, with a trading view
         tracking.finish_backtest(store, run_id, backtest, tags=tags, parent_files=parent_files,
                                  schedule_files=schedule_files)
 

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from harness.cli import backtest, select, tools
+from harness.cli import backtest, select, tools, ui
 from harness.errors import HarnessError
 
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_parsers(commands)
     tools.add_parsers(commands)
     select.add_parsers(commands)
+    ui.add_parsers(commands)
     return parser
 
 

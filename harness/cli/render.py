@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import numpy as np
 import pandas as pd
 
@@ -54,6 +56,29 @@ def ui_line(outcome: Outcome) -> str:
     return f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {outcome.store.tracking_uri}"
 
 
+def comparison_line(outcome: Outcome) -> str | None:
+    """``harness ui EXPERIMENT`` and the link it opens: the comparison of this backtest's schedule runs."""
+    from harness import tracking
+    from harness.errors import HarnessError
+
+    store, experiment = outcome.store, outcome.backtest.config.experiment
+    try:
+        comparison = tracking.find_comparison(store, outcome.run_id)
+    except HarnessError:
+        return None
+    if store.tracking_uri.startswith(("http://", "https://")):  # the tracking server is the UI
+        return f"open the comparison: {comparison.url(store.tracking_uri)}"
+    command = ["harness", "ui", experiment]
+    try:
+        default = tracking.resolve_store(None, create=False).tracking_uri
+    except HarnessError:
+        default = None
+    if store.tracking_uri != default:
+        command += ["--tracking-uri", str(store.folder or store.tracking_uri)]
+    link = comparison.url(tracking.ui_base())
+    return f"open the comparison: {' '.join(shlex.quote(part) for part in command)}  (then {link})"
+
+
 def outcome_text(outcome: Outcome) -> str:
     """``harness run``'s report of one backtest: what ran, the ranking, where it is logged, the selection."""
     backtest, config = outcome.backtest, outcome.backtest.config
@@ -80,6 +105,9 @@ def outcome_text(outcome: Outcome) -> str:
         f"logged to experiment '{config.experiment}', parent run {outcome.run_id}",
         f"compare schedules: {ui_line(outcome)}",
     ]
+    comparison = comparison_line(outcome)
+    if comparison is not None:
+        lines.append(comparison)
     if outcome.selection is not None:
         lines += ["", selection_summary(outcome.selection),
                   f"full report (DM tests, confidence set, intervals, PBO): harness select {config.experiment}"]

@@ -22,7 +22,7 @@ def render_markdown(report: SelectionReport) -> str:
         f"**Verdict: {report.verdict}.**",
         "",
         f"Backtest {'run `' + report.run_id + '`' if report.run_id else '(in memory)'}: {report.n_windows} windows, "
-        f"{report.n_obs} out-of-sample dates, {_count(len(report.table), 'schedule')}. Metric: **{m}** "
+        f"{report.n_obs} out-of-sample dates, {_count(report.n_schedules, 'schedule')} and the {report.baseline}. Metric: **{m}** "
         f"({'lower' if report.direction == 'min' else 'higher'} is better), per-date loss: {loss} of the "
         "seed-mean prediction.",
         "",
@@ -65,12 +65,11 @@ def render_markdown(report: SelectionReport) -> str:
 def _mcs_sentence(report: SelectionReport, level: str) -> str:
     held = report.mcs
     names = ", ".join(f"`{name}`" for name in held)
-    if len(report.table) == 1:
-        return "Only one schedule was backtested: the tests below have nothing to compare it with."
     if len(held) == 1:
-        return (f"The {level} model confidence set holds one schedule, {names}: every other schedule is "
+        return (f"The {level} model confidence set holds one candidate, {names}: every other candidate is "
                 f"significantly worse at α = {report.alpha:g}.")
-    return (f"The {level} model confidence set holds {len(held)} of {len(report.table)} schedules ({names}): "
+    return (f"The {level} model confidence set holds {len(held)} of {len(report.table)} candidates ({names}; "
+            f"the candidates are the {report.n_schedules} schedules and the baseline): "
             "the data cannot tell these apart on loss alone, so the rule decides among them.")
 
 

@@ -135,6 +135,11 @@ class SelectionReport:
         return self.table.loc[self.table["in_mcs"], "schedule"].tolist()
 
     @property
+    def n_schedules(self) -> int:
+        """The schedules compared (the table also holds the baseline)."""
+        return int((self.table["schedule"] != self.baseline).sum())
+
+    @property
     def loss_name(self) -> str:
         """The per-date loss behind the metric, in words."""
         loss = LOSSES.get(self.metric, self.metric)
@@ -168,8 +173,9 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
     base_predictions, base_aggregates = baseline_candidate(backtest, base, metric)
     aggregates = pd.concat([backtest.aggregates, base_aggregates], ignore_index=True)
     ranking = M.ranking_table(aggregates, metric=metric, strategy=strategy)  # unknown metric: error
-    ranking.insert(2, "pooled_r2_oos", ranking["schedule"].map(
-        aggregates[aggregates["metric"] == "pooled_r2_oos"].set_index("schedule")["value"]))
+    if "pooled_r2_oos" not in ranking.columns:  # already there when r2_oos is the metric
+        ranking.insert(2, "pooled_r2_oos", ranking["schedule"].map(
+            aggregates[aggregates["metric"] == "pooled_r2_oos"].set_index("schedule")["value"]))
     direction = M.better(metric, strategy)
     loss = LOSSES.get(metric, metric)
     all_losses = M.loss_matrix(backtest.predictions, loss, by="date", training=backtest.training, strategy=strategy)
@@ -303,12 +309,10 @@ def _selection(selection: SelectionConfig, overrides: Mapping[str, Any] | None) 
 def selection_summary(report: SelectionReport) -> str:
     """The verdict, the selected schedule, what the confidence set holds, and the rule."""
     held = report.mcs
-    if len(report.table) == 1:
-        mcs = "only one schedule was backtested: there is nothing to compare it with"
-    elif len(held) == 1:
+    if len(held) == 1:
         mcs = f"the {1 - report.alpha:.0%} model confidence set holds only {held[0]}: the data single it out"
     else:
-        mcs = (f"the {1 - report.alpha:.0%} model confidence set holds {len(held)} of {len(report.table)} schedules "
+        mcs = (f"the {1 - report.alpha:.0%} model confidence set holds {len(held)} of {len(report.table)} candidates "
                f"({', '.join(held)}): the data cannot tell them apart")
     return "\n".join([
         report.verdict,

@@ -4,30 +4,45 @@ Importing this package imports matplotlib, so nothing imports it at module level
 code: ``harness`` itself and :mod:`harness.tracking` never do; callers import it where they draw.
 Figures only draw and return files; :mod:`harness.tracking` logs them.
 
-- :mod:`~harness.figures.common`: sizes, schedule colours, the axes' finish, :func:`save_png`;
+- :mod:`~harness.figures.common`: sizes, schedule colours, the baseline's style, date axes,
+  legends outside the data, wrapped labels, :func:`save_png`;
 - :mod:`~harness.figures.backtest`: a backtest's figures, and :func:`backtest_figures`, the set
-  its MLflow runs get;
+  its MLflow runs get (from the :class:`~harness.backtest.Backtest` itself);
 - :mod:`~harness.figures.schedules`: LR curves of schedules (``harness schedules --plot``);
 - :mod:`~harness.figures.selection`: the selection report and its figures.
 """
 
 from harness.figures.backtest import (
     backtest_figures,
+    baseline_window_metric,
+    buy_and_hold,
+    comparison_figure,
     cumulative_errors,
+    equity_figure,
+    errors_figure,
+    frame_figures,
+    lr_curve_figure,
     plot_comparison,
     plot_equity,
     plot_errors,
     plot_lr_curve,
     plot_window_metrics,
+    window_metrics_figure,
+    window_starts,
 )
 from harness.figures.common import (
+    BASELINE_STYLE,
     DOUBLE,
     DPI,
     SINGLE,
+    date_axis,
     finish_axes,
+    legend_outside,
+    new_figure,
     require_columns,
     save_png,
     schedule_colors,
+    wrap_label,
 )
 from harness.figures.schedules import (
     NOMINAL,
@@ -36,16 +51,21 @@ from harness.figures.schedules import (
     schedule_curves,
 )
 from harness.figures.selection import (
+    loss_differences_figure,
     plot_loss_differences,
     plot_selection,
     plot_window_intervals,
     selection_figures,
+    window_intervals_figure,
     write_report,
 )
 
 __all__ = [
-    "DOUBLE", "DPI", "NOMINAL", "SINGLE", "backtest_figures", "cumulative_errors", "finish_axes", "plot_comparison",
-    "plot_equity", "plot_errors", "plot_loss_differences", "plot_lr_curve", "plot_lr_curves", "plot_schedules",
-    "plot_selection", "plot_window_intervals", "plot_window_metrics", "require_columns", "save_png",
-    "schedule_colors", "schedule_curves", "selection_figures", "write_report",
+    "BASELINE_STYLE", "DOUBLE", "DPI", "NOMINAL", "SINGLE", "backtest_figures", "baseline_window_metric",
+    "buy_and_hold", "comparison_figure", "cumulative_errors", "date_axis", "equity_figure", "errors_figure",
+    "finish_axes", "frame_figures", "legend_outside", "loss_differences_figure", "lr_curve_figure", "new_figure",
+    "plot_comparison", "plot_equity", "plot_errors", "plot_loss_differences", "plot_lr_curve", "plot_lr_curves",
+    "plot_schedules", "plot_selection", "plot_window_intervals", "plot_window_metrics", "require_columns",
+    "save_png", "schedule_colors", "schedule_curves", "selection_figures", "window_intervals_figure",
+    "window_metrics_figure", "window_starts", "wrap_label", "write_report",
 ]

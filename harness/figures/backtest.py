@@ -32,7 +32,6 @@ from harness.figures.common import (
     SINGLE,
     date_axis,
     finish_axes,
-    legend_outside,
     new_figure,
     require_columns,
     save_png,
@@ -62,7 +61,8 @@ def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
     schedule's equity and buy-and-hold) when the strategy has a trading view. ``schedule_files``:
     schedule label -> {artifact name -> PNG} for its run: ``lr_curve.png``; ``window_metrics.png``
     (its line, seed band and the baseline) when it has per-window metrics. The headline metric is
-    ``selection.metric`` when it was scored, else rmse, else the first.
+    the selection metric (``selection.metric``, else the strategy's default) when it was scored,
+    else rmse, else the first.
 
     The older frame form ``backtest_figures(config, metrics, seed_mean_metrics, predictions,
     lr_curves, labels, folder)`` is still taken (see :func:`frame_figures`).
@@ -70,7 +70,7 @@ def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
     if frames:  # the frame form: (config, metrics, seed_mean_metrics, predictions, lr_curves, labels, folder)
         return frame_figures(backtest, folder, *frames)
     predictions, config = backtest.predictions, backtest.config
-    headline = _headline_metric(config.selection.metric, backtest.seed_mean_metrics)
+    headline = _headline_metric(backtest.metric, backtest.seed_mean_metrics)  # selection.metric or the strategy's
     baseline = None
     if not predictions.empty and _scored(backtest.seed_mean_metrics, headline):
         from harness.evaluation.metrics import PRECISION
@@ -81,7 +81,8 @@ def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
     return frame_figures(
         config.model_dump(mode="json"), backtest.metrics, backtest.seed_mean_metrics, predictions,
         {label: backtest.lr_curve(label) for label in backtest.labels}, backtest.labels, folder,
-        baseline=baseline, equity=equity, buy_and_hold=buy_and_hold(backtest) if equity else None,
+        metric=headline, baseline=baseline, equity=equity,
+        buy_and_hold=buy_and_hold(backtest) if equity else None,
     )
 
 
@@ -94,6 +95,7 @@ def frame_figures(
     labels: Sequence[str],
     folder: str | Path,
     *,
+    metric: str | None = None,
     baseline: pd.Series | None = None,
     equity: Mapping[str, pd.Series] | None = None,
     buy_and_hold: pd.Series | None = None,
@@ -103,17 +105,20 @@ def frame_figures(
     ``labels`` (schedule order and colours) and ``config`` as a mapping (``selection.metric``
     names the headline metric; ``training.boundary`` how the LR curves run).
 
-    ``baseline``: the baseline's headline metric per window; default: computed from the
+    ``metric``: the headline metric, in place of ``selection.metric`` (a strategy's default when
+    the config names none). ``baseline``: the baseline's headline metric per window; default: computed from the
     predictions' ``baseline`` column when the headline metric is a precision one (mse, rmse, mae,
     r2_oos), else none drawn. ``equity`` (label -> series by date) adds ``equity.png``, with
     ``buy_and_hold`` on it when given.
     """
     folder = Path(folder)
-    headline = _headline_metric((config.get("selection") or {}).get("metric"), seed_mean_metrics)
+    headline = _headline_metric(metric or (config.get("selection") or {}).get("metric"), seed_mean_metrics)
     continued = (config.get("training") or {}).get("boundary") == "warm_continue"
     steps = STEP_CONTINUED if continued else STEP_FRESH
-    dates = window_starts(predictions) if {"window", "date"} <= set(predictions.columns) else None
-    if baseline is None and _scored(seed_mean_metrics, headline) and not predictions.empty:
+    columns = set(predictions.columns)
+    dates = window_starts(predictions) if {"window", "date"} <= columns else None
+    if (baseline is None and _scored(seed_mean_metrics, headline) and not predictions.empty
+            and {"date", "window", "schedule", "seed", "target", "baseline"} <= columns):
         baseline = baseline_window_metric(predictions, headline)
     schedule_files: dict[str, dict[str, Path]] = {}
     for index, label in enumerate(labels):
@@ -197,19 +202,20 @@ def baseline_window_metric(predictions: pd.DataFrame, metric: str, strategy: Any
 
 
 def buy_and_hold(backtest: Backtest) -> pd.Series | None:
-    """Buy-and-hold equity over the out-of-sample rows, in the strategy's own units: its trading
-    view (``equity(pred, test)``) of a forecast that is always long, one unit (position ``sign``,
-    so not vol-scaled): ``cumprod(1 + simple return)`` held every ``horizon`` rows, less the entry
-    cost. A strategy may give its own as ``buy_and_hold(test)``. None without a trading view."""
+    """Buy-and-hold equity over the out-of-sample rows (one member's rows, all windows in order),
+    in the strategy's own units: its ``benchmark_equity(test)`` when it has one (``return_forecast``:
+    always long one unit, the entry paying the configured cost), else its trading view
+    (``equity(pred, test)``) of a forecast that is always long, position ``sign`` (not vol-scaled).
+    None without a trading view."""
     from harness.evaluation import metrics as M
 
     strategy = backtest.strategy
     if backtest.predictions.empty or not callable(getattr(strategy, "equity", None)):
         return None
     test = M.test_table(backtest.table, _member_rows(backtest.predictions))
-    own = getattr(strategy, "buy_and_hold", None)
+    own = getattr(strategy, "benchmark_equity", None)
     if callable(own):
-        return own(test)
+        return pd.Series(own(test)).rename("buy and hold")
     held = copy.copy(strategy)  # the backtest's strategy stays as it is
     if getattr(held, "position", "sign") != "sign":
         held.position = "sign"
@@ -260,8 +266,7 @@ def window_metrics_figure(
     """
     fig = new_figure(SINGLE)
     ax = fig.subplots()
-    _draw_window_metrics(ax, seed_mean_metrics, metric, schedules, per_seed, dates, baseline)
-    finish_axes(ax)
+    finish_axes(ax, extra=_draw_window_metrics(ax, seed_mean_metrics, metric, schedules, per_seed, dates, baseline))
     return fig
 
 
@@ -273,7 +278,9 @@ def _draw_window_metrics(
     per_seed: pd.DataFrame | None,
     dates: pd.Series | Mapping[int, Any] | None = None,
     baseline: pd.Series | None = None,
-) -> None:
+) -> list[Patch]:
+    """Draw the lines, bands and baseline on ``ax``; return the legend entries not on the axes
+    (the seed band's)."""
     require_columns(seed_mean_metrics, ("window", "schedule", "metric", "value"))
     valid = pd.unique(seed_mean_metrics["metric"])
     if metric not in valid:
@@ -290,7 +297,7 @@ def _draw_window_metrics(
         seeds = per_seed[per_seed["metric"] == metric]
         band = seeds.groupby(["schedule", "window"])["value"].agg(["min", "max"])
     windows = sorted(set(rows["window"]) | (set() if baseline is None else set(baseline.index)))
-    at = _window_axis(windows, dates)
+    at = _WindowAxis(windows, dates)
     colors = schedule_colors(schedules)
     banded = []
     for label in schedules:
@@ -306,17 +313,19 @@ def _draw_window_metrics(
         base = baseline.sort_index()
         ax.plot(at(base.index), base.to_numpy(np.float64), marker="o", ms=2.5, label="baseline", zorder=4,
                 **BASELINE_STYLE)
-    if banded:  # one legend entry for the bands: the schedule's colour, or grey for several
-        ax.add_patch(Patch(facecolor=colors[banded[0]] if len(banded) == 1 else "grey", alpha=BAND_ALPHA,
-                           label="min-max over seeds", visible=False))
     ax.set_title(f"{metric} per window (seed-mean predictions)")
     ax.set_xlabel(WINDOW_DATE if at.dated else "window")
     ax.set_ylabel(metric)
     if at.dated:
         date_axis(ax.xaxis)
+    if not banded:
+        return []
+    # one legend entry for the bands: the schedule's colour, or grey for several
+    return [Patch(facecolor=colors[banded[0]] if len(banded) == 1 else "grey", alpha=BAND_ALPHA, lw=0,
+                  label="min-max over seeds")]
 
 
-class _window_axis:
+class _WindowAxis:
     """Window number -> x position: its first out-of-sample date when every window has one."""
 
     def __init__(self, windows: Sequence[int], dates: pd.Series | Mapping[int, Any] | None) -> None:
@@ -388,8 +397,7 @@ def comparison_figure(
     fig = new_figure(DOUBLE)
     top, bottom = fig.subplots(2, 1)
     schedules = list(lr_curves) or None
-    _draw_window_metrics(top, seed_mean_metrics, metric, schedules, per_seed, dates, baseline)
-    finish_axes(top)
+    finish_axes(top, extra=_draw_window_metrics(top, seed_mean_metrics, metric, schedules, per_seed, dates, baseline))
     _draw_lr_curves(bottom, lr_curves, steps)
     finish_axes(bottom, legend=False)
     bottom.set_title("learning rate per optimizer step (colours as above)")
@@ -468,7 +476,7 @@ def errors_figure(predictions: pd.DataFrame) -> Figure:
     bottom.axhline(0.0, **{**BASELINE_STYLE, "lw": 0.8})
     top.set_title("cumulative squared error (seed-mean predictions)")
     top.set_ylabel("SSE")
-    bottom.set_title("cumulative SSE of the baseline minus the schedule's (> 0: beats the baseline)")
+    bottom.set_title("cumulative SSE, baseline minus schedule (> 0: the schedule beats the baseline)", fontsize=10)
     bottom.set_ylabel("SSE gap")
     bottom.set_xlabel("out-of-sample date")
     finish_axes(top)
@@ -506,9 +514,3 @@ def equity_figure(equity: Mapping[str, pd.Series], buy_and_hold: pd.Series | Non
     finish_axes(ax)
     return fig
 
-
-__all__ = [
-    "backtest_figures", "baseline_window_metric", "buy_and_hold", "comparison_figure", "cumulative_errors",
-    "equity_figure", "errors_figure", "frame_figures", "legend_outside", "lr_curve_figure", "plot_comparison",
-    "plot_equity", "plot_errors", "plot_lr_curve", "plot_window_metrics", "window_metrics_figure", "window_starts",
-]

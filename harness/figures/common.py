@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.dates as mdates
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -57,10 +58,13 @@ def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
 
 
 def date_axis(axis: Axis) -> None:
-    """Dates on ``axis`` (``ax.xaxis``): automatic ticks, concise labels (year once, then months)."""
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    """Dates on ``axis`` (``ax.xaxis``): automatic ticks, concise labels that each name their year
+    (``Apr 2011``, ``Jul 2011``, ``2012``, ...; days as ``Mar 04``, the year in the offset)."""
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=6)  # room for 'Sep 2011'
+    formats = ["%Y", "%b %Y", "%b %d", "%H:%M", "%H:%M", "%S.%f"]
+    offsets = ["", "", "%Y", "%Y-%m-%d", "%Y-%m-%d", "%Y-%m-%d %H:%M"]  # no year twice
     axis.set_major_locator(locator)
-    axis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axis.set_major_formatter(mdates.ConciseDateFormatter(locator, formats=formats, offset_formats=offsets))
 
 
 def schedule_colors(labels: Sequence[str]) -> dict[str, tuple[float, ...]]:
@@ -68,17 +72,20 @@ def schedule_colors(labels: Sequence[str]) -> dict[str, tuple[float, ...]]:
     return {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(labels)}
 
 
-def finish_axes(ax: Axes, legend: bool = True) -> None:
+def finish_axes(ax: Axes, legend: bool = True, extra: Sequence[Artist] = ()) -> None:
     """The common finish of every axes: a light grid, and, when something is labelled, a legend
-    outside the plotting area, to its right (labels wrapped), so it never covers data."""
+    outside the plotting area, to its right (labels wrapped), so it never covers data; ``extra``:
+    labelled proxy artists for the legend that are not drawn on the axes."""
     ax.grid(alpha=0.3)
     if legend:
-        legend_outside(ax)
+        legend_outside(ax, extra)
 
 
-def legend_outside(ax: Axes, fontsize: float = 8) -> None:
-    """The legend of what ``ax`` labelled, to the right of its plotting area (none if nothing is)."""
+def legend_outside(ax: Axes, extra: Sequence[Artist] = (), fontsize: float = 8) -> None:
+    """The legend of what ``ax`` labelled (and ``extra``), to the right of its plotting area, top
+    aligned; none if nothing is labelled."""
     handles, labels = ax.get_legend_handles_labels()
+    handles, labels = [*handles, *extra], [*labels, *(artist.get_label() for artist in extra)]
     if handles:
         ax.legend(handles, [wrap_label(label) for label in labels], loc="upper left", bbox_to_anchor=(1.02, 1.0),
                   borderaxespad=0.0, fontsize=fontsize, frameon=False)

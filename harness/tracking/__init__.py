@@ -11,7 +11,9 @@ per store, never through the global tracking URI, so two stores in one process d
   :func:`finish_backtest`, :func:`load_backtest`, :func:`find_runs`, ...);
 - :mod:`~harness.tracking.batch` (runs that always end, ``log_batch``, params and tags, searches)
   and :mod:`~harness.tracking.artifacts` (the payload checked, tables written and read back);
-- :mod:`~harness.tracking.registry`: the selection report and the model registry.
+- :mod:`~harness.tracking.registry`: the selection report and the model registry;
+- :mod:`~harness.tracking.links`: deep links into the MLflow UI (:func:`compare_link`: the
+  comparison of a backtest's schedule runs, model-training view).
 
 Layout of one backtest in its experiment:
 
@@ -33,6 +35,15 @@ Per-seed metrics are not MLflow metrics (they would triple the charts in the UI)
 it within MLflow's limits); a run that fails is ended FAILED (KILLED on Ctrl-C), never RUNNING.
 """
 
+from harness.tracking.links import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Comparison,
+    compare_link,
+    compare_url,
+    find_comparison,
+    ui_base,
+)
 from harness.tracking.registry import (
     CHAMPION,
     RegisteredModel,
@@ -63,8 +74,9 @@ from harness.tracking.store import (
 )
 
 __all__ = [
-    "CHAMPION", "DEFAULT_FOLDER", "BacktestLog", "RegisteredModel", "Store", "check_model_name", "check_server",
-    "delete_child_runs", "end_run", "ensure_experiment", "fetch_files", "find_runs", "finish_backtest",
-    "load_backtest", "load_registered_model", "log_selection", "register_model", "reopen_run", "resolve_store",
-    "save_files", "start_backtest",
+    "CHAMPION", "DEFAULT_FOLDER", "DEFAULT_HOST", "DEFAULT_PORT", "BacktestLog", "Comparison", "RegisteredModel",
+    "Store", "check_model_name", "check_server", "compare_link", "compare_url", "delete_child_runs", "end_run",
+    "ensure_experiment", "fetch_files", "find_comparison", "find_runs", "finish_backtest", "load_backtest",
+    "load_registered_model", "log_selection", "register_model", "reopen_run", "resolve_store", "save_files",
+    "start_backtest", "ui_base",
 ]

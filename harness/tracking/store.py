@@ -27,6 +27,12 @@ from harness.provenance import reachable
 DEFAULT_FOLDER = "./mlruns"
 DB_NAME = "mlflow.db"
 
+# The kind MLflow >= 3 reads to tell a model-training experiment from a GenAI one (whose layout is
+# traces and token usage). The 3.17 UI's GenAI / Model training switch overrides it: that follows
+# the URL parameter workflowType (see tracking/links.py), else the browser's last choice.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")  # a scheme of >= 2 letters: not "C:\..."
 
 
@@ -45,48 +51,63 @@ class Store:
     database: Path | None = None
 
 
-def resolve_store(uri: str | Path | None = None) -> Store:
+def resolve_store(uri: str | Path | None = None, *, create: bool = True) -> Store:
     """The store for ``uri``: explicit argument, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns``.
 
     A folder becomes ``sqlite:///<abs folder>/mlflow.db`` with artifacts in ``<folder>/artifacts``;
     the folder is created and must be writable. Any MLflow URI is used as is; a ``sqlite:///`` one
-    keeps its artifacts in an ``artifacts`` folder beside the database file.
+    keeps its artifacts in an ``artifacts`` folder beside the database file. With ``create=False``
+    (a reader such as ``harness ui``) nothing is created: a local store whose database does not
+    exist yet raises :class:`HarnessError`.
     """
     text = str(uri) if uri not in (None, "") else os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_FOLDER
     if not _URI.match(text):
         folder = Path(text).expanduser().resolve()
-        database = folder / DB_NAME
-        _check_writable(folder, database)
-        return Store(f"sqlite:///{database.as_posix()}", folder / "artifacts", folder, database)
-    database = _sqlite_file(text)
-    if database is None:
-        return Store(text)
-    _check_writable(database.parent, database)
-    return Store(text, database.parent / "artifacts", None, database)
+        store = Store(f"sqlite:///{(folder / DB_NAME).as_posix()}", folder / "artifacts", folder, folder / DB_NAME)
+    else:
+        database = _sqlite_file(text)
+        store = Store(text) if database is None else Store(text, database.parent / "artifacts", None, database)
+    if store.database is None:
+        return store
+    if create:
+        _check_writable(store.database.parent, store.database)
+    elif not store.database.is_file():
+        raise HarnessError(
+            f"no tracking store at {store.folder or store.database}: {store.database.name} does not exist; "
+            "run `harness run` first or choose the store with --tracking-uri (or $MLFLOW_TRACKING_URI)"
+        )
+    return store
 
 
 def ensure_experiment(store: Store, name: str) -> str:
     """Create (once) the store's schema and the experiment ``name``; return its id.
 
-    Call it before fanning out to workers: several processes creating a new SQLite schema at once
-    corrupt it, so local stores are opened under a file lock beside the database.
+    The experiment carries ``mlflow.experimentKind=custom_model_development`` (set on an existing
+    one that lacks the tag; a kind the user chose is kept), which marks it as model training, not
+    GenAI, for MLflow. Call it before fanning out to workers: several processes creating a new
+    SQLite schema at once corrupt it, so local stores are opened under a file lock beside the database.
     """
     with store_lock(store):
         client = open_client(store)
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return client.create_experiment(name, artifact_location=_artifact_location(store, name))
+                return client.create_experiment(name, artifact_location=_artifact_location(store, name),
+                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException as exc:  # created meanwhile by another client of a remote store
                 if "already exists" not in str(exc):
                     raise
                 experiment = client.get_experiment_by_name(name)
+        if experiment.lifecycle_stage != "deleted" and EXPERIMENT_KIND_TAG not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     if experiment.lifecycle_stage == "deleted":
-        raise HarnessError(
-            f"experiment '{name}' is deleted in {store.tracking_uri}; restore it with `mlflow experiments "
-            f"restore --experiment-id {experiment.experiment_id}` or choose another experiment name"
-        )
+        raise HarnessError(deleted_message(store, name, experiment.experiment_id))
     return experiment.experiment_id
+
+
+def deleted_message(store: Store, name: str, experiment_id: str) -> str:
+    return (f"experiment '{name}' is deleted in {store.tracking_uri}; restore it with `mlflow experiments "
+            f"restore --experiment-id {experiment_id}` or choose another experiment name")
 
 
 def check_server(store: Store, timeout: float = 5.0) -> None:

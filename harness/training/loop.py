@@ -89,7 +89,7 @@ class TrainResult:
         x = _tensor("X", X, self.stack.dtype, self.stack.device)
         with torch.no_grad():
             chunks = [self.stack.forward(x[s:s + chunk_rows], training=False, shared=True)
-                      for s in range(0, len(x), chunk_rows)]
+                      for s in range(0, max(len(x), 1), chunk_rows)]  # zero rows: one empty chunk, [M, 0]
         return torch.cat(chunks, dim=1).cpu().numpy()
 
 
