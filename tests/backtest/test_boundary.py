@@ -1,4 +1,9 @@
-"""Independent windows trained in one stack: every number equals training the windows one by one.
+"""The window boundary policy, and independent windows trained in one stack: every number equals
+training the windows one by one.
+
+The policy (:func:`harness.backtest.boundary.policy`) alone decides whether windows are independent
+(``fresh``: stacked, several to a job) or chained (``warm_restart``/``warm_continue``: one window
+per job, one job at a time).
 
 Bitwise, not to a tolerance: a member's computation never depends on which other members share
 its stack (every batch is ``batch_size`` rows wide, pad rows masked; a window with fewer batches
@@ -16,12 +21,16 @@ import pandas as pd
 import pytest
 import torch
 
+from harness.backtest import plan
+from harness.backtest.boundary import JOB_WINDOWS, Chained, Independent, Job, policy
+from harness.backtest.executors import Work
+from harness.backtest.plan import Window
+from harness.backtest.result import assemble
+from harness.backtest.window import Fitted, Start, WindowResult, WindowTrainer
 from harness.config import parse_config
 from harness.data import load_prices
-from harness.engine import assemble, chunk_windows, plan, score
 from harness.errors import DataError, HarnessError
 from harness.training import MemberBatches, WindowData, train, train_windows, training_bytes
-from harness.window_run import Chunk, run_chunk, run_window, steps_per_window
 from tests.conftest import ROOT, small_config
 from tests.training.test_loop import assert_matches_solo
 
@@ -171,17 +180,20 @@ def _engine_config(tmp_path, mode):
 
 
 @pytest.mark.parametrize("mode", ["rolling", "expanding"])
-def test_a_chunk_trained_in_one_stack_gives_the_frames_and_metrics_of_window_by_window(tmp_path, prices, mode):
+def test_a_job_trained_in_one_stack_gives_the_frames_and_metrics_of_window_by_window(tmp_path, prices, mode):
     from strategies import get_strategy
 
     config = _engine_config(tmp_path, mode)
     the_plan = plan(config, prices)
     windows = the_plan.windows
     strategy = get_strategy(config.strategy.name, config.strategy.params)
-    sizes = steps_per_window(config, windows)
     following = {a.index: b.test_rows for a, b in zip(windows, windows[1:])}
-    together = run_chunk(config, strategy, the_plan.table, Chunk(windows, following), sizes)
-    alone = [run_window(config, strategy, the_plan.table, w, None, sizes, following.get(w.index)) for w in windows]
+    boundary = policy(config, windows)
+    # one job of every window, as a worker runs it (its fitted members stay in the worker)
+    together = Work(config, strategy, the_plan.table, boundary).run(Job(windows, following))
+    trainer = WindowTrainer(config, strategy, the_plan.table)
+    alone = [trainer.train([w], [Start()], {w.index: following[w.index]} if w.index in following else {})[0]
+             for w in windows]
     assert len(windows) >= 4 and (mode == "rolling") == (len({len(w.train_rows) for w in windows}) == 1)
     for a, b in zip(together, alone, strict=True):
         assert a.index == b.index and a.fitted is None
@@ -190,36 +202,117 @@ def test_a_chunk_trained_in_one_stack_gives_the_frames_and_metrics_of_window_by_
         np.testing.assert_array_equal(a.lr, b.lr)
         if b.next_predictions is not None:
             np.testing.assert_array_equal(a.next_predictions, b.next_predictions)
-    scored = [score(assemble(config, the_plan, strategy, done, 0.0)) for done in (together, alone)]
+    scored = [assemble(the_plan, boundary, done) for done in (together, alone)]
     pd.testing.assert_frame_equal(scored[0].metrics, scored[1].metrics)
     pd.testing.assert_frame_equal(scored[0].aggregates, scored[1].aggregates)
-    # a chunk's results travel between processes
+    # a job's results travel between processes
     copy = pickle.loads(pickle.dumps(together))
     pd.testing.assert_frame_equal(copy[1].predictions, together[1].predictions)
-    assert pickle.loads(pickle.dumps(Chunk(windows, following))).windows[2].train_rows.tolist() == \
+    assert pickle.loads(pickle.dumps(Job(windows, following))).windows[2].train_rows.tolist() == \
         windows[2].train_rows.tolist()
 
 
-def test_chunks_are_bounded_by_the_memory_budget_and_chained_policies_stay_one_sequence(tmp_path, prices):
+def test_stacks_are_bounded_by_the_memory_budget_and_chained_policies_go_one_window_at_a_time(tmp_path, prices):
     config = _engine_config(tmp_path, "expanding")
     windows = plan(config, prices).windows
     members = len(config.schedules) * config.training.seeds
     need = [training_bytes(config.model.network(), 32, 64, len(w.train_rows), members) for w in windows]
     assert need == sorted(need) and need[0] < need[-1]  # expanding windows need more as they grow
-    assert [len(c.windows) for c in chunk_windows(config, windows, memory_budget=sum(need))] == [len(windows)]
-    assert [len(c.windows) for c in chunk_windows(config, windows, memory_budget=1)] == [1] * len(windows)
+    boundary = policy(config, windows)
+    assert [len(s) for s in boundary.stacks(windows, 32, memory_budget=sum(need))] == [len(windows)]
+    assert [len(s) for s in boundary.stacks(windows, 32, memory_budget=1)] == [1] * len(windows)
     budget = need[0] + need[1]
-    chunks = chunk_windows(config, windows, memory_budget=budget)
-    assert [w.index for c in chunks for w in c.windows] == [w.index for w in windows]
-    for chunk in chunks:
-        used = sum(need[w.index] for w in chunk.windows)
-        assert used <= budget or len(chunk.windows) == 1
-    for chunk in chunks:  # each chunk knows the next window's test rows, across chunk borders too
-        for w in chunk.windows:
+    stacks = boundary.stacks(windows, 32, memory_budget=budget)
+    assert len(stacks) > 1
+    assert [w.index for s in stacks for w in s] == [w.index for w in windows]
+    for stack in stacks:
+        used = sum(need[w.index] for w in stack)
+        assert used <= budget or len(stack) == 1
+    assert len(windows) <= JOB_WINDOWS  # so each stack is one job (one worker)
+    jobs = boundary.jobs(windows, n_features=32, memory_budget=budget)
+    assert [[w.index for w in job.windows] for job in jobs] == [[w.index for w in s] for s in stacks]
+    for job in jobs:  # each job knows the next window's test rows, across job borders too
+        for w in job.windows:
             if w.index + 1 < len(windows):
-                np.testing.assert_array_equal(chunk.next_test_rows[w.index], windows[w.index + 1].test_rows)
-    chained = parse_config(small_config(tmp_path, training={"boundary": "warm_restart"}))
-    assert len(chunk_windows(chained, windows, memory_budget=1)) == 1
+                np.testing.assert_array_equal(job.next_test_rows[w.index], windows[w.index + 1].test_rows)
+    chained = policy(parse_config(small_config(tmp_path, training={"boundary": "warm_restart"})), windows)
+    assert chained.chained and not hasattr(chained, "stacks")
+    chained_jobs = chained.jobs(windows, n_features=32)
+    assert [[w.index for w in job.windows] for job in chained_jobs] == [[w.index] for w in windows]
+    assert chained.workers(len(chained_jobs)) == 1
+
+
+def _synthetic_windows(n: int) -> list[Window]:
+    """``n`` rolling windows of 100 train rows and 10 test rows, 10 rows apart (no data needed)."""
+    return [Window(k, np.arange(10 * k, 10 * k + 100), np.arange(10 * k + 105, 10 * k + 115)) for k in range(n)]
+
+
+def _boundary_config(tmp_path, boundary: str, workers: int = 1):
+    return parse_config(small_config(tmp_path, training={"boundary": boundary}, execution={"workers": workers}))
+
+
+def _indices(jobs: list[Job]) -> list[list[int]]:
+    return [[w.index for w in job.windows] for job in jobs]
+
+
+def test_the_boundary_policy_alone_decides_independent_or_chained(tmp_path):
+    windows = _synthetic_windows(2 * JOB_WINDOWS + 4)
+    todo = [w for w in windows if w.index not in {0, 3, 4, 11}]  # a resumed run: some windows done
+    kinds = {boundary: policy(_boundary_config(tmp_path, boundary), windows)
+             for boundary in ("fresh", "warm_restart", "warm_continue")}
+    assert type(kinds["fresh"]) is Independent and not kinds["fresh"].chained
+    assert type(kinds["warm_restart"]) is Chained and type(kinds["warm_continue"]) is Chained
+    assert kinds["warm_restart"].chained and kinds["warm_continue"].chained
+
+    # chained: one window per job, in order, and one job at a time
+    for boundary in ("warm_restart", "warm_continue"):
+        for workers in (1, 4):
+            chained = policy(_boundary_config(tmp_path, boundary, workers), windows)
+            for some in (windows, todo):
+                jobs = chained.jobs(some, n_features=3)
+                assert _indices(jobs) == [[w.index] for w in some]
+                assert all(job.previous is None for job in jobs)
+            assert chained.workers(len(windows)) == 1 and chained.workers(1) == 1
+
+    # independent: each todo window exactly once, in order, at most JOB_WINDOWS to a job
+    for workers in (1, 2, 3, 8):
+        independent = policy(_boundary_config(tmp_path, "fresh", workers), windows)
+        assert independent.workers(7) == 7
+        for some in (windows, todo, todo[:3]):
+            jobs = independent.jobs(some, n_features=3)
+            assert [i for job in _indices(jobs) for i in job] == [w.index for w in some]
+            assert all(1 <= len(job.windows) <= JOB_WINDOWS for job in jobs)
+            if workers > 1:  # jobs small enough for about two per worker
+                assert max(len(job.windows) for job in jobs) <= -(-len(some) // (2 * workers))
+            for job in jobs:  # churn: the next window of the whole backtest, not of the todo list
+                assert sorted(job.next_test_rows) == [w.index for w in job.windows if w.index < len(windows) - 1]
+                for w in job.windows:
+                    if w.index + 1 < len(windows):
+                        np.testing.assert_array_equal(job.next_test_rows[w.index], windows[w.index + 1].test_rows)
+    assert _indices(policy(_boundary_config(tmp_path, "fresh"), windows).jobs(windows, n_features=3)) == [
+        list(range(8)), list(range(8, 16)), list(range(16, 20))]
+
+
+def test_a_chain_resumes_only_from_complete_saved_windows(tmp_path):
+    windows = _synthetic_windows(6)
+    chained = policy(_boundary_config(tmp_path, "warm_continue"), windows)
+    empty = pd.DataFrame()
+    saved = {i: WindowResult(i, empty, empty, empty, np.zeros((1, 1)), []) for i in range(6)}
+    state = Fitted(result="members after window 3", x_scaler=None, y_scaler=None)
+
+    done, restored = chained.restore({i: saved[i] for i in range(5)}, (3, state))
+    assert sorted(done) == [0, 1, 2, 3] and all(done[i] is saved[i] for i in done)
+    assert restored is state
+    done, restored = chained.restore({i: saved[i] for i in range(4)}, (3, state))
+    assert sorted(done) == [0, 1, 2, 3] and restored is state
+    for gap in ({0, 1, 3}, {1, 2, 3}, {0, 2, 3, 4}):  # a window before the state is missing: start over
+        assert chained.restore({i: saved[i] for i in gap}, (3, state)) == ({}, None)
+    assert chained.restore({i: saved[i] for i in range(3)}, None) == ({}, None)  # no members to continue from
+    # independent windows keep whatever was saved, and continue from nothing
+    fresh = policy(_boundary_config(tmp_path, "fresh"), windows)
+    partial = {i: saved[i] for i in (0, 2, 5)}
+    done, restored = fresh.restore(partial, (5, state))
+    assert sorted(done) == [0, 2, 5] and all(done[i] is saved[i] for i in done) and restored is None
 
 
 def test_training_bytes_counts_parameters_activations_and_rows():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from harness.backtest import plan, run_backtest
+from harness.backtest.boundary import policy
+from harness.backtest.executors import _check_reachable
 from harness.config import parse_config
 from harness.data import load_prices
-from harness.engine import _pending_chunks, chunk_windows, plan, run_backtest
 from harness.errors import HarnessError
-from harness.executors import _check_reachable
 from strategies.volatility_forecast import VolatilityForecast
 from tests.conftest import ROOT, small_config
 
@@ -36,15 +37,19 @@ def _frames(tmp_path, prices, executor, boundary="fresh"):
 def test_jobs_split_the_windows_for_two_workers_and_chains_go_one_window_at_a_time(tmp_path, prices):
     for boundary, workers, expected in (("fresh", 1, [5]), ("fresh", 2, [2, 2, 1]), ("warm_restart", 2, [1] * 5)):
         config = parse_config(small_config(tmp_path, training={"boundary": boundary}, execution={"workers": workers}))
-        windows = plan(config, prices).windows
+        the_plan = plan(config, prices)
+        windows, n_features = the_plan.windows, the_plan.table.X.shape[1]
         assert len(windows) == 5
-        jobs = _pending_chunks(config, chunk_windows(config, windows), {})
+        boundary_policy = policy(config, windows)
+        jobs = boundary_policy.jobs(windows, n_features=n_features)
         assert [len(job.windows) for job in jobs] == expected
+        assert boundary_policy.workers(len(jobs)) == (1 if boundary_policy.chained else len(jobs))
         assert [w.index for job in jobs for w in job.windows] == list(range(5))
         for job in jobs:  # each job knows the next window's test rows (for churn), except the last window
             assert sorted(job.next_test_rows) == [w.index for w in job.windows if w.index < 4]
         done = {0: None, 3: None}  # a resumed run skips what it has
-        assert [w.index for job in _pending_chunks(config, chunk_windows(config, windows), done)
+        todo = [w for w in windows if w.index not in done]
+        assert [w.index for job in boundary_policy.jobs(todo, n_features=n_features)
                 for w in job.windows] == [1, 2, 4]
 
 
@@ -87,7 +92,7 @@ class NoBaseline(VolatilityForecast):
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", ["process", "ray"])
 def test_a_user_error_in_a_worker_comes_back_as_the_same_one_line_error(tmp_path, prices, executor, ray_session):
-    raw = small_config(tmp_path, strategy={"name": "tests.test_executors:NoBaseline", "params": {}},
+    raw = small_config(tmp_path, strategy={"name": "tests.backtest.test_executors:NoBaseline", "params": {}},
                        training={"epochs": 1, "seeds": 1}, execution={"executor": executor, "workers": 2})
     with pytest.raises(HarnessError) as caught:
         run_backtest(parse_config(raw), prices=prices, progress=False)

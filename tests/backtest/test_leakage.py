@@ -1,4 +1,4 @@
-"""The leakage proof, beside tests/test_engine.py (garbage after the test slice; a planted outlier
+"""The leakage proof, beside tests/backtest/test_run.py (garbage after the test slice; a planted outlier
 for the volatility strategy): what is fitted per window sees its train rows only, for every built-in
 strategy; the purge covers the label horizon (an error or a warning, as configured); the embargo
 keeps the rows after each test slice out of every later train window."""
@@ -12,15 +12,23 @@ import pandas as pd
 import pytest
 import yaml
 
+from harness.backtest import plan, run_windows
+from harness.backtest.boundary import policy
+from harness.backtest.result import assemble
+from harness.backtest.window import take
 from harness.config import parse_config
 from harness.data import load_prices
-from harness.engine import plan, run_plan
 from harness.errors import HarnessError
-from harness.window_run import take
 from strategies import STRATEGIES, get_strategy
 from tests.conftest import ROOT, small_config
 
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
+
+
+def _predictions(the_plan) -> pd.DataFrame:
+    """The backtest's predictions frame of ``the_plan`` (every window trained and assembled)."""
+    done = run_windows(the_plan, progress=False)
+    return assemble(the_plan, policy(the_plan.config, the_plan.windows), done).predictions
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +69,9 @@ def test_a_planted_outlier_in_a_test_slice_changes_nothing_fitted_for_every_stra
     outlier = dates[window.test_rows[len(window.test_rows) // 2]]
     planted = prices.copy()
     planted.loc[outlier, PRICE_COLUMNS] *= 50.0
-    clean = run_plan(the_plan, progress=False, keep_fitted=True).windows[k]
-    dirty = run_plan(plan(config, planted), progress=False, keep_fitted=True).windows[k]
+    clean = run_windows(the_plan, progress=False, keep_fitted=True)[k]
+    dirty = run_windows(plan(config, planted), progress=False, keep_fitted=True)[k]
+    assert clean.index == dirty.index == k
     for scaler in ("x_scaler", "y_scaler"):
         for name in ("mean", "std"):
             np.testing.assert_array_equal(getattr(getattr(clean.fitted, scaler), name),
@@ -132,13 +141,13 @@ def test_the_embargo_keeps_the_rows_after_each_test_slice_out_of_later_training(
     y = the_plan.table.y.copy()
     y.iloc[rows] = np.random.default_rng(1).uniform(1.0, 1e3, len(rows))
     garbage = replace(the_plan.table, y=y)
-    clean = run_plan(the_plan, progress=False).predictions
-    dirty = run_plan(replace(the_plan, table=garbage), progress=False).predictions
+    clean = _predictions(the_plan)
+    dirty = _predictions(replace(the_plan, table=garbage))
     for column in ("prediction", "baseline"):  # in the engine: nothing fitted saw them
         np.testing.assert_array_equal(clean[column], dirty[column])
     # Sanity: without the embargo the same rows are trained on, and the numbers move.
     open_plan = plan(config.model_copy(update={"windows": config.windows.model_copy(update={"embargo": 0})}), prices)
     assert np.isin(np.concatenate([w.train_rows for w in open_plan.windows]), rows).any()
-    a = run_plan(open_plan, progress=False).predictions
-    b = run_plan(replace(open_plan, table=replace(open_plan.table, y=y)), progress=False).predictions
+    a = _predictions(open_plan)
+    b = _predictions(replace(open_plan, table=replace(open_plan.table, y=y)))
     assert not np.array_equal(a["prediction"], b["prediction"])

@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.backtest import plan, run_backtest, run_windows
+from harness.backtest.boundary import Chained, policy
+from harness.backtest.result import assemble
+from harness.backtest.window import split_validation, steps_per_window
 from harness.config import parse_config
 from harness.data import load_prices
-from harness.engine import plan, run_backtest, score
-from harness.window_run import continued_lr_tables, split_validation, steps_per_window
 from harness.errors import HarnessError
-from harness.schedules import get_schedule, lr_table
+from harness.schedules import get_schedule, lr_table, window_lr_table
 from tests.conftest import ROOT, small_config
 
 
@@ -45,12 +47,12 @@ def test_frames_have_one_row_per_test_row_per_member(tmp_path, prices):
 
 def test_scores_cover_every_schedule(tmp_path, prices):
     config = _config(tmp_path)
-    scores = score(run_backtest(config, prices=prices, progress=False))
-    assert set(scores.summary["schedule"]) == set(config.schedule_labels())
-    keys = set(scores.aggregates["metric"])
+    backtest = run_backtest(config, prices=prices, progress=False)
+    assert set(backtest.summary()["schedule"]) == set(config.schedule_labels())
+    keys = set(backtest.aggregates["metric"])
     for key in ("pooled_rmse", "window_std_rmse", "seed_std_rmse", "churn", "end_oscillation", "pooled_qlike"):
         assert key in keys
-    assert set(scores.seed_mean_metrics.columns) == {"window", "schedule", "metric", "value"}
+    assert set(backtest.seed_mean_metrics.columns) == {"window", "schedule", "metric", "value"}
 
 
 def test_same_config_same_numbers(tmp_path, prices):
@@ -96,8 +98,9 @@ def test_a_planted_outlier_in_the_test_slice_changes_nothing_fitted(tmp_path, pr
     outlier_date = pd.DatetimeIndex(the_plan.table.dates)[window.test_rows[10]]
     planted = prices.copy()
     planted.loc[outlier_date, ["open", "high", "low", "close", "adj_close"]] *= 50.0
-    clean = run_backtest(config, prices=prices, progress=False, keep_fitted=True).windows[k]
-    dirty = run_backtest(config, prices=planted, progress=False, keep_fitted=True).windows[k]
+    clean = run_windows(the_plan, progress=False, keep_fitted=True)[k]
+    dirty = run_windows(plan(config, planted), progress=False, keep_fitted=True)[k]
+    assert clean.index == dirty.index == k
     for name in ("mean", "std"):
         np.testing.assert_array_equal(getattr(clean.fitted.x_scaler, name), getattr(dirty.fitted.x_scaler, name))
         np.testing.assert_array_equal(getattr(clean.fitted.y_scaler, name), getattr(dirty.fitted.y_scaler, name))
@@ -122,19 +125,28 @@ def test_warm_continue_spans_one_schedule_across_windows(tmp_path, prices):
     config = _config(tmp_path, training={"boundary": "warm_continue", "epochs": 3, "batch_size": 64, "seeds": 1},
                      schedules=[{"name": "cosine", "min_lr_ratio": 0.01}])
     result = run_backtest(config, prices=prices, progress=False)
-    sizes = steps_per_window(config, plan(config, prices).windows)
+    windows = plan(config, prices).windows
+    sizes = steps_per_window(config, windows)
     expected = lr_table({"name": "cosine", "min_lr_ratio": 0.01}, sum(sizes), config.training.lr)
-    np.testing.assert_allclose(result.lr_curves["cosine(min_lr_ratio=0.01)"], expected, rtol=1e-6)
-    assert continued_lr_tables(config, 1, sizes).shape == (1, sizes[1])
+    np.testing.assert_allclose(result.lr_curve("cosine(min_lr_ratio=0.01)"), expected, rtol=1e-6)
+    boundary = policy(config, windows)
+    assert isinstance(boundary, Chained)
+    tables = boundary.start(1, None).lr_tables
+    assert tables.shape == (1, sizes[1])
+    np.testing.assert_array_equal(tables[0], window_lr_table(config.schedules[0], sizes, 1, "warm_continue",
+                                                             len(windows), config.training.lr))
 
 
 def test_warm_restart_restarts_the_schedule_and_keeps_the_weights(tmp_path, prices):
     base = {"epochs": 3, "batch_size": 64, "seeds": 1}
     fresh = run_backtest(_config(tmp_path, training=base, schedules=["cosine"]), prices=prices, progress=False)
-    warm = run_backtest(_config(tmp_path, training={**base, "boundary": "warm_restart"}, schedules=["cosine"]),
-                        prices=prices, progress=False)
-    for w in warm.windows:
+    warm_config = _config(tmp_path, training={**base, "boundary": "warm_restart"}, schedules=["cosine"])
+    warm_plan = plan(warm_config, prices)
+    windows = run_windows(warm_plan, progress=False)
+    assert [w.index for w in windows] == [w.index for w in warm_plan.windows]
+    for w in windows:
         np.testing.assert_allclose(w.lr[0], lr_table("cosine", w.lr.shape[1], 1e-3), rtol=1e-6)
+    warm = assemble(warm_plan, policy(warm_config, warm_plan.windows), windows)
     a, b = fresh.predictions, warm.predictions
     np.testing.assert_array_equal(a[a.window == 0]["prediction"], b[b.window == 0]["prediction"])
     assert not np.array_equal(a[a.window == 1]["prediction"], b[b.window == 1]["prediction"])
@@ -153,14 +165,14 @@ def test_return_forecast_logs_each_schedules_equity_curve(tmp_path):
     logged seed-mean predictions (sign positions, no costs), and its PNG on the parent run."""
     from mlflow import MlflowClient
 
-    from harness.engine import equity_curves, run_and_log
+    from harness.backtest import run_and_log
 
     raw = small_config(tmp_path, strategy={"name": "return_forecast", "params": {"horizon": 1, "cost_bps": 0.0}},
                        data={"start": "2009-01-01"}, windows={"train": 252, "test": 42, "purge": 1}, training={"epochs": 1, "seeds": 2})
     outcome = run_and_log(parse_config(raw), progress=False)
-    curves = equity_curves(outcome.result)
+    curves = outcome.backtest.equity_curves()
     assert list(curves) == ["constant", "cosine(warmup=0.1)"]
-    predictions = outcome.result.predictions
+    predictions = outcome.backtest.predictions
     for label, curve in curves.items():
         own = predictions[predictions["schedule"] == label]
         mean = own.groupby(["window", "date"], sort=True)[["prediction", "target"]].mean()
@@ -168,20 +180,18 @@ def test_return_forecast_logs_each_schedules_equity_curve(tmp_path):
         assert len(curve) == len(mean) and np.allclose(curve.to_numpy(), expected, rtol=1e-12)
         assert (curve.index == mean.index.get_level_values("date")).all()
     client = MlflowClient(tracking_uri=outcome.store.tracking_uri)
-    path = client.download_artifacts(outcome.parent_run_id, "equity.png", str(tmp_path))
+    path = client.download_artifacts(outcome.run_id, "equity.png", str(tmp_path))
     with open(path, "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_strategies_without_a_trading_view_have_no_equity_curve(tmp_path, prices):
-    from harness.engine import equity_curves
-
     raw = small_config(tmp_path, training={"epochs": 1, "seeds": 1}, schedules=["constant"])
-    assert equity_curves(run_backtest(parse_config(raw), prices=prices, progress=False)) == {}
+    assert run_backtest(parse_config(raw), prices=prices, progress=False).equity_curves() == {}
 
 
 def test_a_recurrent_model_reads_each_rows_preceding_rows_oldest_first(tmp_path):
-    from harness.window_run import model_inputs
+    from harness.backtest.window import model_inputs
 
     X = np.arange(12.0).reshape(6, 2)  # row r holds [2r, 2r + 1]
     config = _config(tmp_path, model={"type": "lstm", "hidden": [4], "sequence": 3})

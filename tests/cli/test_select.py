@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ import yaml
 from mlflow import MlflowClient
 
 from harness import cli, tracking
-from harness.config import parse_config
-from harness.engine import plan
+from harness.backtest import plan
+from harness.backtest.plan import production_window
+from harness.backtest.window import Start, WindowTrainer
 from tests.conftest import ROOT, small_config
 
 EXPERIMENT = "select-cli"
@@ -38,7 +40,8 @@ def backtest(tmp_path_factory):
 
     done = run("run", str(path), "--no-progress")
     assert done.returncode == 0, done.stderr
-    selected = run("select", EXPERIMENT, "--register", "spx-vol")  # store from $MLFLOW_TRACKING_URI
+    # store from $MLFLOW_TRACKING_URI; --force: a 3-epoch model need not beat the HAR-RV baseline to be registered
+    selected = run("select", EXPERIMENT, "--register", "spx-vol", "--force")
     return {"store": tracking.resolve_store(store), "select": selected}
 
 
@@ -50,28 +53,34 @@ def test_select_prints_the_report_and_registers_the_champion(backtest):
     store = backtest["store"]
     loaded = tracking.load_backtest(store, EXPERIMENT)
     client = MlflowClient(store.tracking_uri)
-    parent = client.get_run(loaded["parent_run_id"])
+    parent = client.get_run(loaded.run_id)
     chosen = parent.data.tags["selected_schedule"]
     assert chosen in {"constant", "cosine(warmup=0.1)"}
     assert f"**Selected: `{chosen}`**" in done.stdout and f"selected schedule: {chosen}" in done.stdout
     for needle in ("model confidence set", "Diebold", "PBO = **", "seed ensemble", "version 1, alias `champion`"):
         assert needle in done.stdout
-    artifacts = {a.path for a in client.list_artifacts(loaded["parent_run_id"])}
+    artifacts = {a.path for a in client.list_artifacts(loaded.run_id)}
     assert {"selection.md", "selection_losses.png", "selection_windows.png"} <= artifacts
 
     version = client.get_model_version_by_alias("spx-vol", "champion")
     assert str(version.version) == "1"
     production_run = client.get_run(version.run_id)
     assert production_run.data.tags["kind"] == "production"
-    assert production_run.data.tags["source_backtest"] == loaded["parent_run_id"]
+    assert production_run.data.tags["source_backtest"] == loaded.run_id
     assert production_run.data.params["schedule"] == chosen
 
-    # the champion reproduces the backtest's own last-window seed-mean predictions (fresh boundary)
-    the_plan = plan(parse_config(loaded["config"]))
-    last = the_plan.windows[-1]
-    X = torch.as_tensor(the_plan.table.X.to_numpy(np.float64)[last.test_rows])
-    predictions = loaded["predictions"]
-    own = predictions[(predictions["window"] == last.index) & (predictions["schedule"] == chosen)]
+    # the champion reproduces the backtest's own seed-mean predictions (fresh boundary) of the chosen schedule
+    # trained on the production window: the newest train rows, ending at the data's last labelled row
+    the_plan = plan(loaded.config)
+    window = production_window(the_plan)
+    assert window.train_rows[-1] == len(the_plan.table.X) - 1
+    assert version.tags["train_end"] == f"{the_plan.dates[-1]:%Y-%m-%d}"
+    rows = the_plan.windows[-1].test_rows  # inputs to predict: the last backtest window's test slice
+    done = WindowTrainer(loaded.config, the_plan.strategy, the_plan.table).train(
+        [replace(window, test_rows=rows)], [Start()], {})[0]
+    X = torch.as_tensor(the_plan.table.X.to_numpy(np.float64)[rows])
+    predictions = done.predictions
+    own = predictions[predictions["schedule"] == chosen]
     expected = own.groupby("date", sort=True)["prediction"].mean().to_numpy()
     with torch.no_grad():
         served = tracking.load_registered_model(store, "spx-vol")(X).numpy()
@@ -87,8 +96,8 @@ def test_select_can_rerun_with_another_rule_without_registering(backtest, capsys
     assert code == 0
     assert "rule `best_pooled`" in out and "Metric: **mae**" in out and "80% model confidence set" in out
     loaded = tracking.load_backtest(store, EXPERIMENT)
-    summary = loaded["aggregates"].query("metric == 'pooled_mae'").set_index("schedule")["value"]
-    tags = MlflowClient(store.tracking_uri).get_run(loaded["parent_run_id"]).data.tags
+    summary = loaded.aggregates.query("metric == 'pooled_mae'").set_index("schedule")["value"]
+    tags = MlflowClient(store.tracking_uri).get_run(loaded.run_id).data.tags
     assert tags["selected_schedule"] == summary.idxmin() and tags["selection_rule"] == "best_pooled"
 
 
