@@ -63,6 +63,21 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
     return (fields[0], fields[19]) if len(fields) > 19 else None
 
 
+def can_listen(host: str, port: int) -> str | None:
+    """None when this machine can listen on ``host:port``, else why not (in use, unknown host...)."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return f"unknown host ({exc.strerror})"
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return str(exc.strerror or exc)
+    return None
+
+
 def reachable(host: str, port: int, timeout: float = 3.0) -> OSError | None:
     """None when ``host:port`` accepts a TCP connection within ``timeout``, else the error."""
     try:

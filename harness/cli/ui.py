@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Any
 
+from harness import provenance
 from harness.errors import HarnessError
 
 LOW_MEMORY_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -69,7 +69,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), "--workers", "1"]  # one worker: ~0.3 GB, not 4 x 0.3 GB
 
 
 def serve(command: list[str]) -> int:
@@ -125,17 +125,7 @@ def _group_alive(pgid: int) -> bool:
 
 def _check_port(host: str, port: int) -> None:
     """Fail in one line when ``host:port`` cannot be listened on (in use, or not this machine's)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise HarnessError(f"--host {host}: unknown host ({exc.strerror}); use e.g. 127.0.0.1") from None
-    family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise HarnessError(
-                f"cannot serve the UI on {host}:{port}: {exc.strerror or exc}; choose another --port "
-                "(or stop what listens there)"
-            ) from None
+    problem = provenance.can_listen(host, port)
+    if problem is not None:
+        raise HarnessError(f"cannot serve the UI on {host}:{port}: {problem}; choose another --port or --host "
+                           "(e.g. 127.0.0.1), or stop what listens there")

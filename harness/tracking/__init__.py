@@ -47,7 +47,6 @@ from harness.tracking.links import (
 from harness.tracking.registry import (
     CHAMPION,
     RegisteredModel,
-    _fluent,
     check_model_name,
     load_registered_model,
     log_selection,
