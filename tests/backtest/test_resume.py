@@ -5,6 +5,7 @@ logging nothing twice. Real subprocesses, a real MLflow store read back with ``m
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -18,10 +19,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from harness import resume, tracking
+from harness import provenance, tracking
+from harness.backtest import Backtest, plan, run_and_log, run_backtest, run_windows
+from harness.backtest import resume
+from harness.backtest.boundary import policy
+from harness.backtest.run import run_tags
 from harness.config import parse_config
 from harness.data import load_prices
-from harness.engine import plan, run_and_log, run_backtest, run_tags
 from harness.errors import HarnessError
 from strategies.volatility_forecast import VolatilityForecast
 from tests.conftest import ROOT, small_config
@@ -47,7 +51,17 @@ def _start(config: str, *args: str) -> subprocess.Popen:
 
 
 def _saved(store: Path) -> list[Path]:
-    return sorted(store.glob(f"artifacts/{EXPERIMENT}/*/artifacts/checkpoint/window_*.pkl"))
+    """The window checkpoints written in full: a kill while one is copied into the store leaves it
+    cut short, and resume ignores it and trains that window again (as it must)."""
+    complete = []
+    for path in sorted(store.glob(f"artifacts/{EXPERIMENT}/*/artifacts/checkpoint/window_*.pkl")):
+        try:
+            with path.open("rb") as file:
+                pickle.load(file)
+        except Exception:  # being written, or cut short
+            continue
+        complete.append(path)
+    return complete
 
 
 def _wait_for_saved(process: subprocess.Popen, store: Path, more_than: int, timeout: float = 120) -> int:
@@ -85,7 +99,7 @@ def _children_of(pid: int) -> list[int]:
 def _gone(pids: list[int], timeout: float = 15) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not [pid for pid in pids if Path(f"/proc/{pid}").exists() and resume._proc_stat(pid)[0] != "Z"]:
+        if not [pid for pid in pids if Path(f"/proc/{pid}").exists() and provenance._proc_stat(pid)[0] != "Z"]:
             return True
         time.sleep(0.1)
     return False
@@ -162,7 +176,7 @@ def test_ctrl_c_then_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     again = _start(config)
     out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
-    assert f"already finished as run {parent_id}; nothing to do" in out
+    assert f"already finished as run {parent_id}; nothing trained" in out
     assert len(_runs(store)) == 3
 
 
@@ -191,16 +205,17 @@ def test_two_backtests_at_once_into_one_new_store_both_finish_complete_and_separ
         for child in children["run_id"]:
             assert sorted(m.step for m in client.get_metric_history(child, "rmse")) == list(range(n_windows))
     a, b = (tracking.load_backtest(tracking.resolve_store(store), parent) for parent in parents["run_id"])
-    assert len(a["predictions"]) == len(b["predictions"])
-    assert not a["predictions"]["prediction"].equals(b["predictions"]["prediction"])  # other seeds, own results
+    assert len(a.predictions) == len(b.predictions)
+    assert not a.predictions["prediction"].equals(b.predictions["prediction"])  # other seeds, own results
 
 
-def _assert_same_backtest(a: dict, b: dict) -> None:
+def _assert_same_backtest(a: Backtest, b: Backtest) -> None:
     for name in ("predictions", "training", "metrics", "seed_mean_metrics", "aggregates"):
-        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
-    for label, curve in a["lr_curves"].items():
-        assert (curve == b["lr_curves"][label]).all()
-    assert a["tags"]["config_hash"] == b["tags"]["config_hash"]
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), check_exact=True, obj=name)
+    assert a.labels == b.labels
+    for label in a.labels:
+        assert (a.lr_curve(label) == b.lr_curve(label)).all()
+    assert a.tags["config_hash"] == b.tags["config_hash"]
 
 
 # --- a crash in one window of a chained backtest, in process ------------------------------------
@@ -224,7 +239,7 @@ def prices():
 
 def _chained(tmp_path, store: str):
     return parse_config(small_config(
-        tmp_path, strategy={"name": "tests.test_resume:CrashingVolatility", "params": {}},
+        tmp_path, strategy={"name": "tests.backtest.test_resume:CrashingVolatility", "params": {}},
         training={"epochs": 2, "seeds": 1, "boundary": "warm_continue"}, tracking={"uri": str(tmp_path / store)},
     ))
 
@@ -241,10 +256,10 @@ def test_a_crash_in_a_window_of_a_chain_fails_the_run_and_the_rerun_continues_th
     assert list(runs["status"]) == ["FAILED"]
     monkeypatch.delenv(CRASH_AT)
     outcome = run_and_log(config, progress=False, prices=prices)
-    assert outcome.resumed == 3 and outcome.parent_run_id == runs["run_id"].iloc[0]
+    assert outcome.resumed == 3 and outcome.run_id == runs["run_id"].iloc[0]
     reference = run_backtest(_chained(tmp_path, "reference"), prices=prices, progress=False)
-    pd.testing.assert_frame_equal(outcome.result.predictions, reference.predictions, check_exact=True)
-    pd.testing.assert_frame_equal(outcome.result.churn, reference.churn, check_exact=True)
+    pd.testing.assert_frame_equal(outcome.backtest.predictions, reference.predictions, check_exact=True)
+    pd.testing.assert_frame_equal(outcome.backtest.churn, reference.churn, check_exact=True)
     assert list(tracking.find_runs(store, config.experiment, {"kind": "backtest"})["status"]) == ["FINISHED"]
 
 
@@ -252,12 +267,13 @@ def test_a_crash_in_a_window_of_a_chain_fails_the_run_and_the_rerun_continues_th
 def test_rerun_starts_a_new_backtest_beside_a_finished_one(tmp_path, prices):
     config = parse_config(small_config(tmp_path, training={"epochs": 1, "seeds": 1}))
     first = run_and_log(config, progress=False, prices=prices)
-    assert run_and_log(config, progress=False, prices=prices).result is None  # already finished
+    again = run_and_log(config, progress=False, prices=prices)
+    assert again.trained is False and again.run_id == first.run_id  # already finished: read back, not run
     second = run_and_log(config, progress=False, prices=prices, rerun=True)
-    assert second.parent_run_id != first.parent_run_id and second.resumed == 0
+    assert second.trained and second.run_id != first.run_id and second.resumed == 0
     runs = tracking.find_runs(tracking.resolve_store(config.tracking.uri), config.experiment, {"kind": "backtest"})
-    assert sorted(runs["run_id"]) == sorted([first.parent_run_id, second.parent_run_id])
-    pd.testing.assert_frame_equal(first.result.predictions, second.result.predictions, check_exact=True)
+    assert sorted(runs["run_id"]) == sorted([first.run_id, second.run_id])
+    pd.testing.assert_frame_equal(first.backtest.predictions, second.backtest.predictions, check_exact=True)
 
 
 # --- which earlier run is taken over ------------------------------------------------------------
@@ -281,21 +297,21 @@ def _dead_pid() -> int:
 def test_a_live_owner_is_an_error_a_dead_one_is_taken_over(tmp_path, store):
     config = parse_config(small_config(tmp_path))
     tags = run_tags(config, "d" * 16)
-    live = _open(store, config, resume.process_tags())
+    live = _open(store, config, provenance.process_tags())
     with pytest.raises(HarnessError, match=f"already running in experiment 'test-small' as run {live}"):
         resume.find_earlier(store, config.experiment, tags)
     tracking.end_run(store, live, "FINISHED")
     assert resume.find_earlier(store, config.experiment, tags).finished == live
 
-    dead = _open(store, config, {**resume.process_tags(), "process.pid": str(_dead_pid())})
+    dead = _open(store, config, {**provenance.process_tags(), "process.pid": str(_dead_pid())})
     earlier = resume.find_earlier(store, config.experiment, tags)
     assert earlier.resumable == dead and earlier.closed == [dead] and earlier.finished is None
     assert tracking.find_runs(store, config.experiment).set_index("run_id").loc[dead, "status"] == "KILLED"
 
-    reused = _open(store, config, {**resume.process_tags(), "process.started": "1"})  # same pid, other process
+    reused = _open(store, config, {**provenance.process_tags(), "process.started": "1"})  # same pid, other process
     assert resume.find_earlier(store, config.experiment, tags).closed == [reused]
 
-    elsewhere = _open(store, config, {**resume.process_tags(), "process.host": "another-host"})
+    elsewhere = _open(store, config, {**provenance.process_tags(), "process.host": "another-host"})
     with pytest.raises(HarnessError, match=f"as run {elsewhere} .*on another-host.*pass --rerun"):
         resume.find_earlier(store, config.experiment, tags)
     earlier = resume.find_earlier(store, config.experiment, tags, rerun=True)
@@ -304,7 +320,7 @@ def test_a_live_owner_is_an_error_a_dead_one_is_taken_over(tmp_path, store):
 
 def test_other_configs_data_or_code_are_other_backtests(tmp_path, store):
     config = parse_config(small_config(tmp_path))
-    _open(store, config, resume.process_tags())
+    _open(store, config, provenance.process_tags())
     tags = run_tags(config, "d" * 16)
     for key in resume.IDENTITY:
         assert resume.find_earlier(store, config.experiment, {**tags, key: "other"}) == resume.Earlier()
@@ -313,19 +329,23 @@ def test_other_configs_data_or_code_are_other_backtests(tmp_path, store):
 def test_a_checkpoint_cut_short_is_ignored_and_that_work_redone(tmp_path, store, prices):
     for boundary in ("fresh", "warm_restart"):
         config = parse_config(small_config(tmp_path, training={"epochs": 1, "seeds": 1, "boundary": boundary}))
-        windows = run_backtest(config, prices=prices, progress=False, keep_fitted=True).windows
-        run_id = _open(store, config, resume.process_tags())
-        checkpoint = resume.Checkpoint(store, run_id, chained=boundary != "fresh")
+        the_plan = plan(config, prices)
+        windows = run_windows(the_plan, progress=False, keep_fitted=True)
+        the_policy = policy(config, the_plan.windows)
+        assert the_policy.chained == (boundary != "fresh")
+        run_id = _open(store, config, provenance.process_tags())
+        checkpoint = resume.Checkpoint(store, run_id, the_policy)
         checkpoint.save(windows[:2])
         checkpoint.save(windows[2:3])
         folder = Path(MlflowClient(store.tracking_uri).get_run(run_id).info.artifact_uri.removeprefix("file://"))
-        loaded = resume.Checkpoint.load(store, run_id, config, len(windows))
-        assert sorted(loaded.done) == [0, 1, 2] and loaded.state_index == (2 if loaded.chained else -1)
+        loaded = resume.Checkpoint.load(store, run_id, config, policy(config, the_plan.windows))
+        chained = loaded.boundary.chained
+        assert sorted(loaded.done) == [0, 1, 2] and (loaded.state is not None) == chained  # the state after window 2
         pd.testing.assert_frame_equal(loaded.done[1].predictions, windows[1].predictions)
-        if loaded.chained:
+        if chained:
             for key, value in loaded.state.result.state.items():
                 assert (value == windows[2].fitted.result.state[key]).all()
-        cut = folder / "checkpoint" / ("state.pkl" if loaded.chained else resume.window_file(1))
+        cut = folder / "checkpoint" / (resume.STATE_FILE if chained else resume.window_file(1))
         cut.write_bytes(cut.read_bytes()[:100])
-        loaded = resume.Checkpoint.load(store, run_id, config, len(windows))
-        assert sorted(loaded.done) == ([] if loaded.chained else [0, 2])  # a chain restarts from window 0
+        loaded = resume.Checkpoint.load(store, run_id, config, policy(config, the_plan.windows))
+        assert sorted(loaded.done) == ([] if chained else [0, 2])  # a chain restarts from window 0

@@ -22,9 +22,9 @@ import yaml
 from mlflow import MlflowClient
 
 from harness import tracking
+from harness.backtest import run_and_log
 from harness.config import parse_config
 from harness.data import load_prices
-from harness.engine import run_and_log
 from harness.errors import HarnessError
 from strategies.volatility_forecast import VolatilityForecast
 from tests.conftest import ROOT, small_config
@@ -74,7 +74,7 @@ CASES = [
     ("unknown-strategy-param", {"strategy": {"name": "volatility_forecast", "params": {"lookbak": 22}}}, [],
      "did you mean 'lookback'"),
     ("missing-plugin", {"strategy": {"name": "nopkg.mod:Strategy", "params": {}}}, [], "cannot import module 'nopkg.mod'"),
-    ("plugin-fails-mid-run", {"strategy": {"name": "tests.test_bad_input:NoBaseline", "params": {}},
+    ("plugin-fails-mid-run", {"strategy": {"name": "tests.cli.test_bad_input:NoBaseline", "params": {}},
                               "execution": {"executor": "process", "workers": 2}}, [],
      "this baseline needs 500 train rows"),
     # data
@@ -231,9 +231,9 @@ def test_a_diverging_member_is_recorded_and_the_backtest_finishes(tmp_path):
     config = parse_config(small_config(tmp_path, training={"epochs": 2, "seeds": 1, "optimizer": "sgd", "lr": 1e3},
                                        schedules=["constant"]))
     outcome = run_and_log(config, progress=False, prices=prices)
-    training = outcome.result.training
+    training = outcome.backtest.training
     assert training["diverged"].all()
-    rate = outcome.scores.aggregates.query("metric == 'divergence_rate'")["value"].to_numpy()
+    rate = outcome.backtest.aggregates.query("metric == 'divergence_rate'")["value"].to_numpy()
     np.testing.assert_array_equal(rate, [1.0])
     runs = tracking.find_runs(outcome.store, config.experiment)
     assert set(runs["status"]) == {"FINISHED"} and len(runs) == 2

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from harness.backtest import plan
 from harness.config import load_config
-from harness.engine import plan
 from tests.conftest import ROOT, small_config
 
 
@@ -30,7 +30,9 @@ def test_run_logs_a_parent_and_one_child_per_schedule(run_cli, tmp_path):
     path.write_text(yaml.safe_dump(raw))
     done = run_cli("run", str(path), "--no-progress")
     assert done.returncode == 0, done.stderr
-    assert "ranking by pooled rmse" in done.stdout
+    metric = plan(load_config(path)).config.selection.metric  # the strategy's default: qlike for volatility
+    assert metric == "qlike"
+    assert f"ranking by pooled {metric}" in done.stdout
     assert "INFO" not in done.stderr  # MLflow's start-up chatter is off
 
     uri = f"sqlite:///{store}/mlflow.db"
@@ -64,7 +66,7 @@ def test_run_logs_a_parent_and_one_child_per_schedule(run_cli, tmp_path):
     # the run ends with the selection of `harness select`, printed and logged to the parent
     selected = parents["tags.selected_schedule"].iloc[0]
     assert selected in {"constant", "cosine(warmup=0.1)"}
-    assert f"selected schedule: {selected} (rule mcs_stable, metric rmse)" in done.stdout
+    assert f"selected schedule: {selected} (rule mcs_stable, metric {metric})" in done.stdout
     assert "model confidence set holds" in done.stdout
     assert {"selection.md", "selection_losses.png"} <= {a.path for a in client.list_artifacts(parent_id)}
 

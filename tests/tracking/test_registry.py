@@ -8,13 +8,16 @@ import os
 import mlflow
 import mlflow.pytorch
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
 
 from harness import tracking
+from harness.backtest import plan, run_windows
+from harness.backtest.plan import production_window
+from harness.backtest.window import WindowTrainer
 from harness.config import parse_config
-from harness.engine import run_backtest
 from harness.errors import HarnessError
 from harness.production import EnsembleModel, train_production
 from tests.conftest import small_config
@@ -33,13 +36,30 @@ def production(config):
     return train_production(config, SCHEDULE)
 
 
-def test_production_model_equals_the_backtests_last_window(config, production):
-    """A fresh backtest trains window k's members exactly as the production retrain does."""
-    result = run_backtest(config, progress=False)
-    last = result.predictions[(result.predictions["window"] == result.n_windows - 1)
-                              & (result.predictions["schedule"] == SCHEDULE)]
-    backtest = last.groupby("date", sort=True)["prediction"].mean().to_numpy()
-    assert production.window == result.n_windows - 1
+def test_production_model_equals_the_backtests_last_window(config):
+    """A fresh backtest trains window k's members exactly as the production retrain does: with the
+    data cut where the backtest's last window's train rows end, the production window is that
+    window, and its members are the backtest's members of that schedule."""
+    the_plan = plan(config)
+    last = run_windows(the_plan, progress=False, keep_fitted=True)[-1]
+    assert last.index == len(the_plan.windows) - 1
+    rows = the_plan.windows[-1].train_rows
+    # the prices up to the last train row's label (its horizon ahead): that row is the last labelled one
+    end = the_plan.prices.index.get_loc(the_plan.dates[rows[-1]]) + the_plan.table.horizon
+    cut = plan(config, the_plan.prices.iloc[:end + 1])
+    assert cut.dates[-1] == the_plan.dates[rows[-1]]
+    pd.testing.assert_frame_equal(cut.table.X, the_plan.table.X.iloc[:rows[-1] + 1])
+    np.testing.assert_array_equal(production_window(cut).train_rows, rows)
+
+    production = train_production(config, SCHEDULE, prices=cut.prices)
+    assert production.window == len(cut.windows)
+    assert (production.train_start, production.train_end, production.n_train) == (
+        the_plan.dates[rows[0]], the_plan.dates[rows[-1]], len(rows))
+    trainer = WindowTrainer(the_plan.config, the_plan.strategy, the_plan.table)
+    members = [m for m, (label, _) in enumerate(last.fitted.result.labels) if label == SCHEDULE]
+    example_rows = rows[-len(production.example):]
+    np.testing.assert_array_equal(production.example, the_plan.table.X.to_numpy(np.float64)[example_rows])
+    backtest = trainer.predict(last.fitted, example_rows)[members].mean(axis=0)
     np.testing.assert_allclose(production.expected, backtest, rtol=0, atol=1e-9)
     # the plain module (its own forward, not the trainer's stack) gives the same numbers
     np.testing.assert_allclose(production.predict(production.example), backtest, rtol=0, atol=1e-6)
@@ -79,7 +99,7 @@ def test_registry_round_trip_on_a_temp_store(tmp_path, production):
     assert str(client.get_model_version_by_alias("spx-vol", "champion").version) == "1"
 
     before = fluent_state()
-    with tracking._fluent(store):  # mlflow.set_tracking_uri(...) and set_registry_uri(...), undone after
+    with tracking.registry._fluent(store):  # mlflow.set_tracking_uri(...) and set_registry_uri(...), undone after
         loaded = mlflow.pytorch.load_model("models:/spx-vol@champion")  # as a user loads it
     assert fluent_state() == before
     X = torch.as_tensor(production.example)

@@ -19,16 +19,32 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from harness import tracking
+from harness.backtest import frames
+from harness.backtest.result import Backtest
+from harness.config import parse_config
 from harness.errors import HarnessError
+from strategies.volatility_forecast import VolatilityForecast
 from tests.conftest import ROOT
 
 EXPERIMENT = "spx-test"
-LABELS = ("constant", "cosine", "wsd")
+LABELS = ("constant", "multistep", "wsd")
 METRIC_NAMES = ("rmse", "mae", "r2_oos", "mse")
 PAIR = ("constant", "wsd")
+# each label's spec in the config: every parameter at its default, so the label is the bare name
+SPECS = {"constant": "constant", "multistep": {"name": "multistep", "milestones": [0.5, 0.75]},
+         "wsd": {"name": "wsd", "warmup": 0.05}}
+TAGS = {"strategy": "volatility_forecast", "data_hash": "d" * 16, "harness_version": "0.1.0", "git_commit": "abc123"}
 
 
-def make_payload(labels=LABELS, seeds=2, windows=5, rows=4, metric_names=METRIC_NAMES, seed=0, config_hash="c0ffee"):
+class ManyParams(VolatilityForecast):
+    """``volatility_forecast`` with 130 more parameters and a long note: a config of > 100 params
+    (several param batches), one value over MLflow's 500-character limit."""
+
+    params = {**VolatilityForecast.params, **{f"p{i:03d}": 0 for i in range(130)}, "note": ""}
+
+
+def make_payload(labels=LABELS, seeds=2, windows=5, rows=4, metric_names=METRIC_NAMES, seed=0,
+                 config_hash="c0ffee") -> Backtest:
     """A synthetic backtest in the engine's tidy layout (values random, shapes real)."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2021-01-04", periods=windows * rows)
@@ -67,49 +83,53 @@ def make_payload(labels=LABELS, seeds=2, windows=5, rows=4, metric_names=METRIC_
         train_loss=rng.random(len(train_grid)), val_loss=rng.random(len(train_grid)),
         best_epoch=rng.integers(1, 40, len(train_grid)),
     )
-    config = {
+    curve_grid = pd.MultiIndex.from_product(
+        [range(windows), labels, range(seeds), range(3)], names=["window", "schedule", "seed", "epoch"]
+    )
+    curves = curve_grid.to_frame(index=False).assign(val_loss=rng.random(len(curve_grid)))
+    curves.loc[curves.index[::7], "val_loss"] = np.nan  # a member that stopped early
+    churn_grid = pd.MultiIndex.from_product(
+        [range(1, windows), labels, range(seeds), range(rows)], names=["window", "schedule", "seed", "row"]
+    )
+    churn = churn_grid.to_frame(index=False).drop(columns="row").assign(
+        prev_prediction=rng.normal(size=len(churn_grid)), prediction=rng.normal(size=len(churn_grid)))
+    config = parse_config({
         "experiment": EXPERIMENT,
         "model": {"hidden": [64, 64], "activation": "relu"},
         "training": {"lr": 0.001, "epochs": 40, "seeds": seeds, "boundary": "fresh"},
-        "schedules": [labels[0], *[{"name": label, "warmup": 0.05} for label in labels[1:]]],
+        "schedules": [SPECS[label] for label in labels],
         "selection": {"metric": "rmse", "alpha": 0.1},
-        # > 100 leaves forces several param batches; one value over the 500-char limit
-        "strategy": {"name": "volatility_forecast", "params": {f"p{i:03d}": i for i in range(130)}},
-        "note": "x" * 700,
-    }
-    return {
-        "config": config,
-        "tags": {"strategy": "volatility_forecast", "data_hash": "d" * 16, "config_hash": config_hash,
-                 "harness_version": "0.1.0", "git_commit": "abc123"},
-        "schedule_params": {
-            label: {"name": label, "params": {"warmup": 0.05, "milestones": [0.5, 0.75]} if k else {}}
-            for k, label in enumerate(labels)
-        },
-        "metrics": metrics,
-        "seed_mean_metrics": seed_mean,
-        "aggregates": aggregates,
-        "predictions": predictions,
-        "training": training,
-        "lr_curves": {label: 1e-3 * np.linspace(1.0, 0.1 * (k + 1), 50) for k, label in enumerate(labels)},
-        "summary": pd.DataFrame({"rank": range(1, len(labels) + 1), "pooled_rmse": rng.random(len(labels))},
-                                index=pd.Index(labels, name="schedule")),
-    }
+        "strategy": {"name": "tests.tracking.test_runs:ManyParams",
+                     "params": {**{f"p{i:03d}": i for i in range(130)}, "note": "x" * 700}},
+    })
+    assert config.schedule_labels() == list(labels)
+    return Backtest(
+        config=config, data_hash=TAGS["data_hash"], predictions=predictions, training=training, curves=curves,
+        churn=churn, lr_curves=frames.lr_curves({label: 1e-3 * np.linspace(1.0, 0.1 * (k + 1), 50)
+                                                for k, label in enumerate(labels)}),
+        metrics=metrics, seed_mean_metrics=seed_mean, aggregates=aggregates,
+        tags={**TAGS, "config_hash": config_hash},
+    )
 
 
-def log_backtest(store, experiment, run_name, payload, *, draw=False, parent_files=None, schedule_files=None):
-    """A backtest logged as ``engine.run_and_log`` logs it: the parent opened, the figures drawn
-    (``draw``; else only the given files), the schedules logged; the parent ended FAILED on an error."""
-    parent = tracking.start_backtest(store, experiment, run_name=run_name, config=payload["config"],
-                                     tags=payload["tags"])
+def start(store, experiment, run_name, backtest: Backtest) -> str:
+    """The backtest's parent run opened, as ``harness.backtest.resume.begin`` opens it."""
+    return tracking.start_backtest(store, experiment, run_name=run_name,
+                                   config=backtest.config.model_dump(mode="json"), tags=backtest.tags)
+
+
+def log_backtest(store, experiment, run_name, backtest: Backtest, *, draw=False, parent_files=None,
+                 schedule_files=None):
+    """A backtest logged as ``harness.backtest.run_and_log`` logs it: the parent opened, the figures
+    drawn (``draw``; else only the given files), the schedules logged; the parent ended FAILED on an error."""
+    parent = start(store, experiment, run_name, backtest)
     try:
         with tempfile.TemporaryDirectory() as folder:
             if draw:
                 from harness.figures import backtest_figures
 
-                parent_files, schedule_files = backtest_figures(
-                    payload["config"], payload["metrics"], payload["seed_mean_metrics"], payload["predictions"],
-                    payload["lr_curves"], list(payload["schedule_params"]), folder)
-            return tracking.finish_backtest(store, parent, **payload, parent_files=parent_files,
+                parent_files, schedule_files = backtest_figures(backtest, folder)
+            return tracking.finish_backtest(store, parent, backtest, tags=backtest.tags, parent_files=parent_files,
                                             schedule_files=schedule_files)
     except BaseException:
         tracking.end_run(store, parent, "FAILED")
@@ -252,7 +272,7 @@ def test_one_parent_and_one_nested_finished_run_per_schedule(logged, monkeypatch
     assert set(children["tags.mlflow.parentRunId"]) == {log.parent_run_id}
     assert dict(zip(children["tags.schedule"], children["run_id"], strict=True)) == log.child_run_ids
     assert set(children["tags.mlflow.runName"]) == set(LABELS)
-    for key, value in payload["tags"].items():
+    for key, value in payload.tags.items():
         assert set(runs[f"tags.{key}"]) == {value}
     assert list(parents["tags.kind"]) == ["backtest"] and set(children["tags.kind"]) == {"schedule"}
     assert children.sort_values("tags.schedule_index")["tags.schedule"].tolist() == list(LABELS)
@@ -263,7 +283,7 @@ def test_one_parent_and_one_nested_finished_run_per_schedule(logged, monkeypatch
     for run_id in log.child_run_ids.values():
         assert {a.path for a in client.list_artifacts(run_id)} == {
             "lr_curve.npy", "lr_curve.png", "window_metrics.parquet", "window_metrics.png", "predictions.parquet",
-            "training.parquet"}
+            "training.parquet", "curves.parquet", "churn.parquet"}
 
 
 def test_logging_leaves_the_global_tracking_uri_alone(store, experiment, monkeypatch):
@@ -277,7 +297,7 @@ def test_logging_leaves_the_global_tracking_uri_alone(store, experiment, monkeyp
 def test_per_window_metrics_are_step_histories_and_aggregates_single_values(logged):
     store, payload, log = logged
     client = MlflowClient(tracking_uri=store.tracking_uri)
-    seed_mean = payload["seed_mean_metrics"]
+    seed_mean = payload.seed_mean_metrics
     for label, run_id in log.child_run_ids.items():
         for name in METRIC_NAMES:
             expected = seed_mean[(seed_mean["schedule"] == label) & (seed_mean["metric"] == name)].sort_values("window")
@@ -285,7 +305,7 @@ def test_per_window_metrics_are_step_histories_and_aggregates_single_values(logg
             assert [m.step for m in history] == expected["window"].tolist()
             np.testing.assert_array_equal([m.value for m in history], expected["value"].to_numpy())
         logged_metrics = client.get_run(run_id).data.metrics
-        aggregates = payload["aggregates"][payload["aggregates"]["schedule"] == label]
+        aggregates = payload.aggregates[payload.aggregates["schedule"] == label]
         for name, value in zip(aggregates["metric"], aggregates["value"], strict=True):
             np.testing.assert_equal(logged_metrics[name], value)  # NaN round-trips as NaN
             assert len(client.get_metric_history(run_id, name)) == 1
@@ -300,17 +320,31 @@ def test_config_is_flattened_to_dotted_params_in_batches(logged):
     assert params["training.lr"] == "0.001"
     assert params["model.hidden"] == "[64, 64]"
     assert params["schedules.0"] == "constant"
-    assert params["schedules.1.name"] == "cosine" and params["schedules.1.warmup"] == "0.05"
+    assert params["schedules.1.name"] == "multistep" and params["schedules.1.milestones"] == "[0.5, 0.75]"
+    assert params["schedules.2.name"] == "wsd" and params["schedules.2.warmup"] == "0.05"
     assert params["strategy.params.p129"] == "129"
-    assert len(params["note"]) == 500 and params["note"].endswith("...")
-    leaves = {"experiment": 1, "model": 2, "training": 4, "schedules": 5, "selection": 2,
-              "strategy": 1 + 130, "note": 1}
-    assert len(params) == sum(leaves.values())  # 146 > 100: needed two batches
-    child = client.get_run(log.child_run_ids["cosine"]).data.params
-    assert child["schedule.name"] == "cosine"
-    assert child["schedule.params.milestones"] == "[0.5, 0.75]"
-    assert client.get_run(log.child_run_ids["constant"]).data.params["schedule.params"] == "{}"
+    note = params["strategy.params.note"]
+    assert len(note) == 500 and note.endswith("...")
+    config = payload.config.model_dump(mode="json")
+    leaves = {section: _leaves(value) for section, value in config.items()}
+    assert leaves["schedules"] == 5 and leaves["strategy"] == 1 + 130 + 1
+    assert len(params) == sum(leaves.values()) > 100  # needed two batches
+    child = client.get_run(log.child_run_ids["multistep"]).data.params
+    assert child["schedule.name"] == "multistep"
+    assert child["schedule.milestones"] == "[0.5, 0.75]"
+    constant = client.get_run(log.child_run_ids["constant"]).data.params
+    assert {key: value for key, value in constant.items() if key.startswith("schedule.")} == {
+        "schedule.name": "constant", "schedule.warmup": "0"}  # constant has no parameter of its own
     assert child["training.lr"] == "0.001"
+
+
+def _leaves(value) -> int:
+    """How many params a config value flattens to: a mapping or a list of mappings by leaf, else one."""
+    if isinstance(value, dict) and value:
+        return sum(_leaves(item) for item in value.values())
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        return sum(_leaves(item) for item in value)
+    return 1
 
 
 def test_the_drawn_figures_are_real_pngs(logged, tmp_path):
@@ -334,16 +368,17 @@ def test_artifacts_are_logged_and_predictions_round_trip(logged, tmp_path):
     assert {"config.yaml", "summary.csv", "comparison.png", "errors.png"} <= parent_files
     config_file = Path(client.download_artifacts(log.parent_run_id, "config.yaml", str(tmp_path)))
     config = yaml.safe_load(config_file.read_text())
-    assert config == payload["config"]
+    assert config == payload.config.model_dump(mode="json")
     summary = pd.read_csv(client.download_artifacts(log.parent_run_id, "summary.csv", str(tmp_path)))
-    assert summary["schedule"].tolist() == list(LABELS)
+    assert sorted(summary["schedule"]) == sorted(LABELS)
+    pd.testing.assert_frame_equal(summary, payload.summary(), check_dtype=False)
     for label, run_id in log.child_run_ids.items():
         files = {a.path for a in client.list_artifacts(run_id)}
         assert {"lr_curve.png", "window_metrics.png", "predictions.parquet", "window_metrics.parquet",
-                "training.parquet", "lr_curve.npy"} <= files
+                "training.parquet", "curves.parquet", "churn.parquet", "lr_curve.npy"} <= files
         local = client.download_artifacts(run_id, "predictions.parquet", str(tmp_path / run_id))
         got = pd.read_parquet(local)
-        expected = payload["predictions"]
+        expected = payload.predictions
         expected = expected[expected["schedule"] == label].drop(columns="schedule").reset_index(drop=True)
         assert list(got.columns[:5]) == ["date", "window", "seed", "prediction", "target"]
         pd.testing.assert_frame_equal(got, expected, check_dtype=False)
@@ -394,40 +429,45 @@ def test_load_backtest_returns_what_was_logged(logged):
     store, payload, log = logged
     for key in (EXPERIMENT, log.parent_run_id):
         back = tracking.load_backtest(store, key)
-        assert back["parent_run_id"] == log.parent_run_id
-        assert back["child_run_ids"] == log.child_run_ids
-        assert back["config"] == payload["config"]
-        assert back["tags"] == payload["tags"]
-        assert back["schedule_params"] == payload["schedule_params"]
+        assert isinstance(back, Backtest)
+        assert back.run_id == log.parent_run_id
+        children = tracking.find_runs(store, EXPERIMENT, {MLFLOW_PARENT_RUN_ID: back.run_id})
+        assert dict(zip(children["tags.schedule"], children["run_id"], strict=True)) == log.child_run_ids
+        assert back.config == payload.config and back.labels == list(LABELS)
+        assert back.tags == payload.tags and back.data_hash == payload.data_hash
+        assert back.schedule_params() == payload.schedule_params()
         for name, keys in [
             ("metrics", ["window", "schedule", "seed", "metric"]),
             ("seed_mean_metrics", ["window", "schedule", "metric"]),
             ("aggregates", ["schedule", "metric"]),
             ("predictions", ["schedule", "seed", "date"]),
             ("training", ["window", "schedule", "seed"]),
+            ("curves", ["window", "schedule", "seed", "epoch"]),
+            ("churn", ["window", "schedule", "seed"]),
+            ("lr_curves", ["schedule", "step"]),
         ]:
-            expected = payload[name].sort_values(keys).reset_index(drop=True)
-            got = back[name].sort_values(keys).reset_index(drop=True)
-            pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+            expected = getattr(payload, name).sort_values(keys, kind="stable").reset_index(drop=True)
+            got = getattr(back, name).sort_values(keys, kind="stable").reset_index(drop=True)
+            pd.testing.assert_frame_equal(got, expected, obj=name)
         for label in LABELS:
-            np.testing.assert_array_equal(back["lr_curves"][label], payload["lr_curves"][label])
-        pd.testing.assert_frame_equal(back["summary"], payload["summary"].reset_index(), check_dtype=False)
+            np.testing.assert_array_equal(back.lr_curve(label), payload.lr_curve(label))
+        pd.testing.assert_frame_equal(back.summary(), payload.summary())
 
 
 def test_load_backtest_takes_the_latest_finished_backtest(store, experiment):
     log_backtest(store, experiment, "old", make_payload(labels=("constant",)))
     newer = log_backtest(store, experiment, "new", make_payload(labels=("wsd",)))
-    assert tracking.load_backtest(store, experiment)["parent_run_id"] == newer.parent_run_id
+    assert tracking.load_backtest(store, experiment).run_id == newer.parent_run_id
     with pytest.raises(HarnessError, match="no experiment or backtest run 'nope'"):
         tracking.load_backtest(store, "nope")
 
 
 def test_a_child_over_1000_metrics_is_split_into_batches(store, experiment):
-    payload = make_payload(labels=("cosine",), seeds=1, windows=130, rows=1,
+    payload = make_payload(labels=("multistep",), seeds=1, windows=130, rows=1,
                            metric_names=tuple(f"m{i}" for i in range(8)))
     log = log_backtest(store, experiment, "big", payload)
     client = MlflowClient(tracking_uri=store.tracking_uri)
-    run_id = log.child_run_ids["cosine"]
+    run_id = log.child_run_ids["multistep"]
     # 1040 per-window values and > 100 params in one run: the store refuses more than 1000
     # metrics or 100 params in one request, so this passes only if the payload was split
     assert len(client.get_run(run_id).data.params) > 100
@@ -469,22 +509,21 @@ def test_a_failure_mid_logging_ends_runs_failed_not_running(store, experiment, m
 
 def test_a_bad_payload_is_refused_before_any_schedule_run_exists(store, experiment):
     payload = make_payload()
-    parent = tracking.start_backtest(store, experiment, run_name="bad", config=payload["config"], tags=payload["tags"])
-    del payload["lr_curves"]["wsd"]
+    parent = start(store, experiment, "bad", payload)
+    payload.lr_curves = payload.lr_curves[payload.lr_curves["schedule"] != "wsd"]
     with pytest.raises(ValueError, match="lr_curves lacks schedules"):
-        tracking.finish_backtest(store, parent, **payload)
+        tracking.finish_backtest(store, parent, payload, tags=payload.tags)
     clash = make_payload()
-    clash["aggregates"].loc[0, "metric"] = "rmse"
+    clash.aggregates.loc[0, "metric"] = "rmse"
     with pytest.raises(ValueError, match="would overwrite the per-window history"):
-        tracking.finish_backtest(store, parent, **clash)
+        tracking.finish_backtest(store, parent, clash, tags=clash.tags)
     runs = tracking.find_runs(store, experiment)
     assert list(runs["run_id"]) == [parent] and list(runs["status"]) == ["RUNNING"]  # the caller ends it
 
 
 def test_a_resumed_parent_is_reopened_and_only_its_partial_children_trashed(store, experiment):
     payload = make_payload(labels=("constant",), config_hash="mine")
-    parent = tracking.start_backtest(store, experiment, run_name="mine", config=payload["config"],
-                                     tags=payload["tags"])
+    parent = start(store, experiment, "mine", payload)
     tracking.end_run(store, parent, "KILLED")
     client = MlflowClient(tracking_uri=store.tracking_uri)
     experiment_id = client.get_run(parent).info.experiment_id
@@ -499,7 +538,7 @@ def test_a_resumed_parent_is_reopened_and_only_its_partial_children_trashed(stor
     assert client.get_run(partial).info.status == "KILLED"
     assert client.get_run(partial).info.lifecycle_stage == "deleted"
     assert {client.get_run(r).info.lifecycle_stage for r in other.child_run_ids.values()} == {"active"}
-    done = tracking.finish_backtest(store, parent, **payload)
+    done = tracking.finish_backtest(store, parent, payload, tags=payload.tags)
     assert client.get_run(parent).info.status == "FINISHED"
     mine = tracking.find_runs(store, experiment, {"config_hash": "mine"})
     assert set(mine["run_id"]) == {parent, *done.child_run_ids.values()} and set(mine["status"]) == {"FINISHED"}
@@ -509,7 +548,7 @@ def test_a_resumed_parent_is_reopened_and_only_its_partial_children_trashed(stor
 def test_two_stores_in_one_process_do_not_mix(store, experiment, tmp_path):
     other = tracking.resolve_store(tmp_path / "other")
     a = log_backtest(store, experiment, "a", make_payload(labels=("constant",)))
-    b = log_backtest(other, experiment, "b", make_payload(labels=("wsd", "cosine")))
+    b = log_backtest(other, experiment, "b", make_payload(labels=("wsd", "multistep")))
     assert set(tracking.find_runs(store, experiment)["run_id"]) == {a.parent_run_id, *a.child_run_ids.values()}
     assert set(tracking.find_runs(other, experiment)["run_id"]) == {b.parent_run_id, *b.child_run_ids.values()}
 
