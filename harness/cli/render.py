@@ -96,7 +96,6 @@ def outcome_text(outcome: Outcome) -> str:
         table = (ranking(report) if report is not None else backtest.summary()).to_string(index=False)
     lines = [
         *head,
-        *([f"verdict: {report.verdict}"] if report is not None else []),
         "",
         f"ranking by pooled {backtest.metric} (seed-mean predictions over all out-of-sample windows"
         f"{', the strategy baseline among them' if report is not None else ''}):",
