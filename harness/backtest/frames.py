@@ -25,13 +25,15 @@ def _members(labels: list, n_rows: int) -> dict[str, np.ndarray]:
 
 
 def predictions(window: int, labels: list, dates: pd.DatetimeIndex, target: np.ndarray,
-                baseline: np.ndarray, preds: np.ndarray) -> pd.DataFrame:
-    """One row per test row per member: date, window, schedule, seed, prediction, target, baseline."""
+                baseline: np.ndarray, preds: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per test row per member: date, window, schedule, seed, prediction, target, baseline,
+    then one column per ``extra`` entry (a value per test row, e.g. the ``asset`` of a cross-section)."""
     n_members, n_rows = preds.shape
     return pd.DataFrame({
         "date": np.tile(dates.values, n_members), "window": window, **_members(labels, n_rows),
         "prediction": preds.reshape(-1), "target": np.tile(target, n_members),
         "baseline": np.tile(baseline, n_members),
+        **{name: np.tile(np.asarray(values), n_members) for name, values in (extra or {}).items()},
     })
 
 

@@ -89,6 +89,7 @@ class WindowTrainer:
         self.config, self.strategy, self.table = config, strategy, table
         self.X = table.X.to_numpy(dtype=np.float64)
         self.y = strategy.target_transform(table.y.to_numpy(dtype=np.float64))
+        self.previous = previous_rows(table)
 
     def train(self, windows: list[Window], starts: list[Start], next_test_rows: dict[int, np.ndarray]
               ) -> list[WindowResult]:
@@ -120,7 +121,7 @@ class WindowTrainer:
         return WindowResult(
             index=window.index,
             predictions=frames.predictions(window.index, result.labels, test.dates, test.y.to_numpy(), baseline,
-                                           self.predict(fitted, window.test_rows)),
+                                           self.predict(fitted, window.test_rows), extra=row_columns(test)),
             training=frames.training(window.index, result),
             curves=frames.curves(window.index, result),
             lr=result.lr, labels=result.labels, next_predictions=upcoming, fitted=fitted,
@@ -132,7 +133,7 @@ class WindowTrainer:
 
     def inputs(self, rows: np.ndarray) -> np.ndarray:
         """What the network reads for ``rows``: see :func:`model_inputs`."""
-        return model_inputs(self.config, self.X, rows)
+        return model_inputs(self.config, self.X, rows, self.previous)
 
 
 def train_settings(config: Config) -> dict[str, Any]:
@@ -146,16 +147,47 @@ def train_settings(config: Config) -> dict[str, Any]:
     )
 
 
-def model_inputs(config: Config, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def model_inputs(config: Config, X: np.ndarray, rows: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """What the network reads for ``rows`` of the table's features ``X``: an MLP the rows themselves,
     ``[n, F]``; a GRU/LSTM each row's last ``model.sequence`` rows, oldest first, ``[n, L, F]``
-    (the table's first row repeated where a sequence would start before it). Only rows at or
-    before each row, so no look-ahead; scaled later by the window's train-row scaler."""
+    (the table's first row repeated where a sequence would start before it). With ``previous``
+    (:func:`previous_rows`: a cross-section's table), a row's sequence is its own asset's rows,
+    the asset's first row repeated before it entered. Only rows at or before each row, so no
+    look-ahead; scaled later by the window's train-row scaler."""
     rows = np.asarray(rows, dtype=np.int64)
     if not config.model.recurrent:
         return X[rows]
-    lags = np.arange(1 - config.model.sequence, 1)
-    return X[np.maximum(rows[:, None] + lags[None, :], 0)]
+    if previous is None:
+        lags = np.arange(1 - config.model.sequence, 1)
+        return X[np.maximum(rows[:, None] + lags[None, :], 0)]
+    chain = [rows]
+    for _ in range(config.model.sequence - 1):
+        chain.append(previous[chain[-1]])
+    return X[np.stack(chain[::-1], axis=1)]
+
+
+def previous_rows(table: Any) -> np.ndarray | None:
+    """For a table with an ``asset`` level in its index (a cross-section, rows in date order): each
+    row's position's previous row of the same asset (its own position for the asset's first row),
+    ``[n]``; None for other tables (a row's previous row is the table's previous row)."""
+    index = table.X.index
+    if "asset" not in (index.names or ()):
+        return None
+    codes = pd.factorize(index.get_level_values("asset"))[0]
+    order = np.argsort(codes, kind="stable")  # each asset's rows, in table order
+    before = np.concatenate([order[:1], order[:-1]])
+    first = np.concatenate([[True], codes[order][1:] != codes[order][:-1]])
+    previous = np.empty(len(codes), dtype=np.int64)
+    previous[order] = np.where(first, order, before)
+    return previous
+
+
+def row_columns(table: Any) -> dict[str, np.ndarray] | None:
+    """Extra per-row columns of a table's predictions: the ``asset`` of a cross-section, else none."""
+    index = table.X.index
+    if "asset" not in (index.names or ()):
+        return None
+    return {"asset": index.get_level_values("asset").to_numpy()}
 
 
 def steps_per_window(config: Config, windows: list[Window]) -> list[int]:

@@ -64,8 +64,13 @@ def validate_prices(
 # Validation steps (each takes and returns a frame)
 
 
+def canonical_column(column: Any) -> str | None:
+    """The price column a header means (``Adj Close`` → ``adj_close``), or None for an unknown one."""
+    return ALIASES.get(re.sub(r"[\s\-]+", "_", str(column).strip().lower()))
+
+
 def _price_columns(frame: pd.DataFrame, origin: str, repair: bool, found: list[str]) -> pd.DataFrame:
-    names = {col: ALIASES.get(re.sub(r"[\s\-]+", "_", str(col).strip().lower())) for col in frame.columns}
+    names = {col: canonical_column(col) for col in frame.columns}
     kept = {col: name for col, name in names.items() if name is not None}
     if not {"close", "adj_close"} & set(kept.values()):
         raise DataError(

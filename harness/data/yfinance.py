@@ -34,7 +34,8 @@ def cache_path(ticker: str, interval: str, start: str | None, end: str | None, c
 def yfinance_raw(
     tickers: str | list[str] | None, start: str | None, end: str | None, interval: str, cache_dir: Path
 ) -> tuple[pd.DataFrame, str]:
-    """The cached or downloaded frame for the one ticker, and its origin for messages."""
+    """The cached or downloaded frame for one ticker, and its origin for messages (several tickers
+    are read one by one into a panel: :func:`harness.data.panel.yfinance_panel`)."""
     ticker = _one_ticker(tickers)
     cache = cache_path(ticker, interval, start, end, cache_dir)
     origin = f"yfinance {ticker}"
@@ -59,8 +60,8 @@ def _one_ticker(tickers: str | list[str] | None) -> str:
     names = [tickers] if isinstance(tickers, str) else list(tickers or [])
     if len(names) != 1:
         raise ConfigError(
-            f"data.tickers: one ticker per backtest, got {names}; "
-            "run one backtest per ticker (e.g. tickers: [^GSPC])"
+            f"data.tickers: one ticker per file, got {names}; "
+            "several tickers load as a panel through harness.data.load_prices"
         )
     return str(names[0])
 

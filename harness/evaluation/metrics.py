@@ -217,6 +217,8 @@ def _per_schedule_loss(strategy: Strategy, metric: str, means: pd.DataFrame) -> 
         if loss is None:
             return None
         parts.append(pd.Series(np.asarray(loss, dtype=np.float64), index=rows.index))
+    if not parts:  # no live member anywhere (all diverged): no rows, as for mse
+        return np.empty(0, dtype=np.float64)
     return pd.concat(parts).reindex(means.index).to_numpy(np.float64)
 
 
@@ -327,3 +329,66 @@ def _churn(churn_preds: pd.DataFrame | None, training: pd.DataFrame | None) -> p
         )
         keep &= ~now.isin(diverged) & ~before.isin(diverged)
     return pd.Series(delta[keep]).groupby(churn_preds["schedule"].to_numpy()[keep]).mean()
+
+
+# --- cross-sectional metrics (several rows a date, one per asset) ---------------------------------
+
+
+def rank_within_dates(dates: Iterable, values: np.ndarray) -> np.ndarray:
+    """Each value's average rank among the rows of its date, scaled to ``[-0.5, 0.5]``:
+    ``(rank − 1) / (n − 1) − 0.5`` with ``n`` the date's finite values (0 for a date's only value).
+    NaN values stay NaN and are not counted. Rows may come in any order."""
+    codes = pd.factorize(np.asarray(dates))[0]
+    values = pd.Series(np.asarray(values, dtype=np.float64))
+    grouped = values.groupby(codes)
+    rank = grouped.rank(method="average").to_numpy(np.float64)
+    n = grouped.transform("count").to_numpy(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(n > 1, (rank - 1.0) / (n - 1.0) - 0.5, 0.0)
+    return np.where(np.isfinite(values.to_numpy()), scaled, np.nan)
+
+
+def per_date_rank_ic(dates: Iterable, target: np.ndarray, prediction: np.ndarray) -> pd.Series:
+    """The rank information coefficient of each date: Spearman's correlation between the
+    prediction and the target over that date's rows (average ranks for ties; rows where either is
+    non-finite are left out). Indexed by the sorted unique dates, named ``rank_ic``; NaN on a date
+    with fewer than 2 rows or a constant side (a constant forecast ranks nothing)."""
+    codes, unique = pd.factorize(pd.DatetimeIndex(np.asarray(dates)), sort=True)
+    y, p = np.asarray(target, dtype=np.float64), np.asarray(prediction, dtype=np.float64)
+    ok = np.isfinite(y) & np.isfinite(p)
+    groups, n_dates = codes[ok], len(unique)
+    count = np.bincount(groups, minlength=n_dates).astype(np.float64)
+    centre = (count[groups] + 1.0) / 2.0  # the mean of ranks 1..n
+    ry = pd.Series(y[ok]).groupby(groups).rank(method="average").to_numpy() - centre
+    rp = pd.Series(p[ok]).groupby(groups).rank(method="average").to_numpy() - centre
+    cov = np.bincount(groups, ry * rp, minlength=n_dates)
+    scale = np.sqrt(np.bincount(groups, ry * ry, minlength=n_dates) * np.bincount(groups, rp * rp, minlength=n_dates))
+    ic = np.divide(cov, scale, out=np.full(n_dates, np.nan), where=scale > 0)
+    return pd.Series(ic, index=pd.DatetimeIndex(unique, name="date"), name="rank_ic")
+
+
+def rank_ic_summary(ic: np.ndarray | pd.Series, horizon: int = 1) -> dict[str, float]:
+    """The per-date rank IC series summarised over its finite dates.
+
+    ``rank_ic``: the mean; ``ic_ir``: mean / std (ddof=1), per date (not annualised);
+    ``rank_ic_t``: mean / sqrt(LRV / n), the Newey–West long-run variance with
+    :func:`~harness.evaluation.statistics.newey_west_lags` lags (at least h − 1: h-day labels of
+    consecutive dates overlap). NaN where undefined (fewer than 2 dates, zero spread).
+    """
+    from harness.evaluation.statistics import long_run_variance, newey_west_lags
+
+    values = np.asarray(ic, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    nan = float("nan")
+    if len(values) == 0:
+        return {"rank_ic": nan, "rank_ic_t": nan, "ic_ir": nan}
+    mean = float(values.mean())
+    if len(values) < 2:
+        return {"rank_ic": mean, "rank_ic_t": nan, "ic_ir": nan}
+    std = float(values.std(ddof=1))
+    lrv = long_run_variance(values, newey_west_lags(len(values), horizon))
+    return {
+        "rank_ic": mean,
+        "rank_ic_t": mean / np.sqrt(lrv / len(values)) if lrv > 0 else nan,
+        "ic_ir": mean / std if std > 0 else nan,
+    }

@@ -180,7 +180,7 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
     loss = LOSSES.get(metric, metric)
     all_losses = M.loss_matrix(backtest.predictions, loss, by="date", training=backtest.training, strategy=strategy)
     all_losses[base] = M.loss_matrix(base_predictions, loss, by="date", strategy=strategy)[base]
-    losses, notes = _testable(all_losses)
+    losses, notes = _testable(all_losses, base)
     if base not in losses.columns:
         raise HarnessError(f"the {base} has non-finite losses on some out-of-sample dates, so no schedule can "
                            "be tested against it; check the strategy's baseline")
@@ -322,12 +322,13 @@ def selection_summary(report: SelectionReport) -> str:
     ])
 
 
-def _testable(losses: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Schedules whose loss is finite on every date (others had every seed diverge somewhere)."""
+def _testable(losses: pd.DataFrame, baseline: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Schedules whose loss is finite on every date (others had every seed diverge somewhere); an
+    error when no schedule but the ``baseline`` column is left."""
     finite = np.isfinite(losses.to_numpy(np.float64)).all(axis=0)
     notes = [f"{name}: every seed diverged on some out-of-sample dates, so it is left out of the tests "
              "and cannot be selected" for name in losses.columns[~finite]]
-    if not finite.any():
+    if not finite[losses.columns != baseline].any():
         raise HarnessError("every schedule has diverged members on some windows; no schedule can be tested "
                            "(lower training.lr or add training.grad_clip)")
     return losses.loc[:, finite], notes
