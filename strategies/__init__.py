@@ -14,19 +14,23 @@ from typing import Any
 
 from harness.errors import HarnessError, did_you_mean, unknown_name
 from strategies.base import Strategy, Table
+from strategies.cross_section import CrossSection
 from strategies.option_pricer import OptionPricer
 from strategies.return_forecast import ReturnForecast
 from strategies.volatility_forecast import VolatilityForecast
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (ReturnForecast, VolatilityForecast, OptionPricer)
+    cls.name: cls for cls in (ReturnForecast, VolatilityForecast, OptionPricer, CrossSection)
 }
 
 __all__ = ["STRATEGIES", "Strategy", "Table", "get_strategy", "load_class"]
 
 
-def get_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
-    """The strategy ``name`` (built-in, or ``"package.module:ClassName"``) with ``params`` applied."""
+def get_strategy(name: str, params: dict[str, Any] | None = None, *, periods_per_year: float | None = None
+                 ) -> Strategy:
+    """The strategy ``name`` (built-in, or ``"package.module:ClassName"``) with ``params`` applied;
+    ``periods_per_year`` (bars a year of the prices it will build on) sets
+    :attr:`Strategy.periods_per_year` (None: 252, daily bars)."""
     if not isinstance(name, str) or not name.strip():
         raise HarnessError(f"strategy.name: must be a built-in name or 'package.module:ClassName', got {name!r}")
     if ":" in name:
@@ -37,7 +41,10 @@ def get_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
         raise unknown_name("strategy", name, STRATEGIES)
     if params is not None and not isinstance(params, dict):
         raise HarnessError(f"strategy.params: must be a mapping of parameter names to values, got {params!r}")
-    return cls(**(params or {}))
+    strategy = cls(**(params or {}))
+    if periods_per_year is not None:
+        strategy.periods_per_year = float(periods_per_year)
+    return strategy
 
 
 def load_class(spec: str) -> type[Strategy]:

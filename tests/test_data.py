@@ -7,6 +7,7 @@ import gzip
 import io
 import logging
 import math
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def test_parquet_with_a_date_index_equals_the_csv(tmp_path):
     ",Open,High,Low,Close,Adj Close,Volume",  # unnamed first column of dates
 ])
 def test_date_and_price_column_names_are_normalised(tmp_path, header):
-    lines = [line.replace("1/", "01/", 1) for line in spx_lines(5)]
+    lines = [line.replace("1/", "01/", 1) for line in spx_lines(8)]  # to 01/13/1999: month first
     prices = load_prices("csv", path=write(tmp_path, lines, header=header))
     assert list(prices.columns) == list(COLUMNS) and prices.index[0] == pd.Timestamp("1999-01-04")
     assert prices["adj_close"].iloc[1] == 1244.780029
@@ -241,7 +242,7 @@ def test_non_positive_price_names_the_first_date_and_column(tmp_path):
     ("just some words\nand more words\n", "no date column among ['just some words']"),
     (HEADER + "\n1/4/1999,1,2,3,4,5,6\nyesterday,1,2,3,4,5,6\n", "unparseable date 'yesterday' in column 'Date' (row 2)"),
     (HEADER + "\n1/4/1999,1,2,3,4,5,6\n,1,2,3,4,5,6\n", "row 2 has no date in column 'Date'"),
-    (HEADER + "\n1/4/1999,1,2,3,abc,5,6\n", "non-numeric value 'abc' in column 'close' on 1999-01-04"),
+    (HEADER + "\n1999-01-04,1,2,3,abc,5,6\n", "non-numeric value 'abc' in column 'close' on 1999-01-04"),
     ("date,close\n20010102,5\n", "column 'date' holds numbers, not dates"),
 ])
 def test_bad_files(tmp_path, content, expected):
@@ -297,8 +298,8 @@ def test_yfinance_offline_without_cache_is_one_line(tmp_path):
     assert message.endswith("use the bundled data: data: {source: csv, path: data/sp500.csv}")
 
 
-def test_yfinance_takes_one_ticker(tmp_path):
-    with pytest.raises(ConfigError, match=r"data.tickers: one ticker per backtest, got \['\^GSPC', '\^IXIC'\]"):
+def test_yfinance_with_several_tickers_names_the_first_one_without_a_cache(tmp_path):
+    with pytest.raises(DataError, match=r"yfinance \^GSPC: no network .* no cache at .*\^GSPC_1d"):
         load_prices("yfinance", tickers=["^GSPC", "^IXIC"], cache_dir=tmp_path)
 
 
@@ -401,3 +402,264 @@ def test_fingerprint_is_stable_and_content_sensitive():
     shifted.index = shifted.index.where(shifted.index != shifted.index[-1], pd.Timestamp("2019-01-02"))
     assert fingerprint(shifted) != fingerprint(prices)
     assert fingerprint(prices.iloc[:-1]) != fingerprint(prices)
+
+
+# -- other CSV dialects and date orders: read when the file decides, else one line naming the option
+
+
+@pytest.fixture(scope="module")
+def spx300() -> pd.DataFrame:
+    """Three hundred rows of the bundled S&P 500, as loaded: what every dialect below must equal."""
+    return load_prices("csv", path=SPX).iloc[:300]
+
+
+def dialect_file(tmp_path: Path, prices: pd.DataFrame, *, sep: str = ",", decimal: str = ".",
+                 thousands: bool = False, dates: str = "%Y-%m-%d", name: str = "dialect.csv") -> Path:
+    """``prices`` written as another spreadsheet would: separator, decimal mark, grouping, date format."""
+    def number(value: float) -> str:
+        text = f"{value:,.6f}" if thousands else f"{value:.6f}"
+        return text.translate(str.maketrans({",": "\x00", ".": decimal})).replace("\x00", "." if decimal == "," else ",")
+
+    header = sep.join(["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"])
+    rows = [sep.join([date.strftime(dates), *(number(v) for v in row[:5]), f"{row[5]:.0f}"])
+            for date, row in zip(prices.index, prices.to_numpy())]
+    path = tmp_path / name
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+DIALECTS = [
+    ("semicolon", {"sep": ";"}),
+    ("tab", {"sep": "\t"}),
+    ("pipe", {"sep": "|"}),
+    ("decimal-comma", {"sep": ";", "decimal": ","}),
+    ("decimal-comma-thousands-dot", {"sep": ";", "decimal": ",", "thousands": True}),
+    ("thousands-comma-in-semicolon-file", {"sep": ";", "thousands": True}),
+    ("day-first", {"dates": "%d/%m/%Y"}),
+    ("day-first-dots-decimal-comma", {"sep": ";", "decimal": ",", "thousands": True, "dates": "%d.%m.%Y"}),
+    ("month-first", {"dates": "%m/%d/%Y"}),
+    ("day-first-with-time", {"dates": "%d/%m/%Y %H:%M"}),
+]
+
+
+@pytest.mark.parametrize(("name", "how"), DIALECTS, ids=[d[0] for d in DIALECTS])
+def test_other_dialects_read_to_the_same_prices_without_a_warning(tmp_path, spx300, name, how):
+    path = dialect_file(tmp_path, spx300, **how)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no library warning may reach the user
+        prices = load_prices("csv", path=path)
+    expected = spx300.round(6)
+    pd.testing.assert_frame_equal(prices, expected, check_exact=False, rtol=1e-12)
+
+
+def test_the_bundled_files_read_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("sp500", "nasdaq", "sp500_panel"):
+            load_prices("csv", path=ROOT / "data" / f"{name}.csv")
+
+
+@pytest.mark.parametrize(("content", "option", "expected"), [
+    ("date|x;close\n2010-01-04|1;2\n2010-01-05|1;3\n", "data.delimiter",
+     "fields could be separated by ';' and '|'; set data.delimiter"),
+    ("date;close\n2010-01-04;1,234\n2010-01-05;1,236\n", "data.decimal",
+     "'1,234' could be a decimal or a thousands separator; set data.decimal"),
+    ("date;close\n2010-01-04;1,5\n2010-01-05;1.5\n", "data.decimal",
+     "numbers are written both as '1,5' and as '1.5'; set data.decimal"),
+    ("date,close\n01/02/2010,5\n02/02/2010,6\n03/02/2010,7\n", "data.dayfirst",
+     "dates such as '01/02/2010' in column 'date' read both day first (2010-02-01) and month first (2010-01-02); "
+     "set data.dayfirst: true or false"),
+    ("timestamp;price\n2010-01-04;5\n2010-01-05\n", "data.delimiter",
+     "no date column among ['timestamp;price']; name the date column 'date' (or put the dates first), or set "
+     "data.delimiter if the fields are separated by ';'"),
+])
+def test_a_file_that_leaves_the_dialect_open_names_the_option(tmp_path, content, option, expected):
+    path = tmp_path / "open.csv"
+    path.write_text(content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        message = load_error(path)
+    assert expected in message and option in message
+
+
+def test_the_options_settle_what_the_file_leaves_open(tmp_path):
+    path = tmp_path / "open.csv"
+    path.write_text("date;close;note|x\n2010-01-04;2;a|b\n2010-01-05;3;c|d\n")
+    assert "set data.delimiter" in load_error(path)
+    assert load_prices("csv", path=path, delimiter=";")["close"].tolist() == [2.0, 3.0]
+    path.write_text("date;close\n2010-01-04;1,234\n2010-01-05;1,236\n")
+    assert load_prices("csv", path=path, decimal=",")["close"].tolist() == [1.234, 1.236]
+    assert load_prices("csv", path=path, decimal=".")["close"].tolist() == [1234.0, 1236.0]
+    path.write_text("date,close\n01/02/2010,5\n02/02/2010,6\n03/02/2010,7\n")
+    assert load_prices("csv", path=path, dayfirst=True).index[0] == pd.Timestamp("2010-02-01")
+    assert load_prices("csv", path=path, dayfirst=False).index[0] == pd.Timestamp("2010-01-02")
+
+
+def test_dates_the_file_makes_unambiguous_need_no_option(tmp_path):
+    """A day past 12 settles the order; so does the one order of the two that keeps the dates sorted."""
+    path = tmp_path / "dates.csv"
+    path.write_text("date,close\n12/01/2012,5\n13/01/2012,6\n")
+    assert load_prices("csv", path=path).index.tolist() == [pd.Timestamp("2012-01-12"), pd.Timestamp("2012-01-13")]
+    path.write_text("date,close\n01/12/2012,5\n01/13/2012,6\n")
+    assert load_prices("csv", path=path).index.tolist() == [pd.Timestamp("2012-01-12"), pd.Timestamp("2012-01-13")]
+    path.write_text("date,close\n03/01/2012,5\n02/04/2012,6\n")  # sorted only day first
+    assert load_prices("csv", path=path).index.tolist() == [pd.Timestamp("2012-01-03"), pd.Timestamp("2012-04-02")]
+    path.write_text("date,close\n01/03/2012,5\n04/02/2012,6\n")  # sorted only month first
+    assert load_prices("csv", path=path).index.tolist() == [pd.Timestamp("2012-01-03"), pd.Timestamp("2012-04-02")]
+    path.write_text("date,close\n13/01/2012,5\n14/01/2012,6\n")
+    message = load_error(path, dayfirst=False)
+    assert "unparseable date '13/01/2012'" in message and "(data.dayfirst: false is set)" in message
+
+
+def test_the_config_options_reach_the_reader(tmp_path):
+    from harness.config import parse_config
+    from harness.data import load_data
+
+    path = tmp_path / "open.csv"
+    path.write_text("date,close\n01/02/2010,5\n02/02/2010,6\n03/02/2010,7\n")
+    config = parse_config({"data": {"path": str(path), "dayfirst": True}})
+    assert load_data(config).index[0] == pd.Timestamp("2010-02-01")
+    path.write_text("date;close;note|x\n2010-01-04;2;a|b\n2010-01-05;3;c|d\n")
+    assert load_data(parse_config({"data": {"path": str(path), "delimiter": ";"}}))["close"].tolist() == [2.0, 3.0]
+    path.write_text("date;close\n2010-01-04;1,234\n2010-01-05;1,236\n")
+    assert load_data(parse_config({"data": {"path": str(path), "decimal": ","}}))["close"].iloc[0] == 1.234
+
+
+# -- one-day price spikes: a logged repair, or an error naming the date
+
+
+def spiked(prices: pd.DataFrame, row: int, factor: float, rows: int = 1, columns=("close", "adj_close")) -> pd.DataFrame:
+    out = prices.copy()
+    for column in columns:
+        out.iloc[row:row + rows, out.columns.get_loc(column)] *= factor
+    return out
+
+
+@pytest.mark.parametrize(("factor", "rows"), [(100.0, 1), (0.01, 1), (12.0, 1), (1000.0, 3), (50.0, 5)])
+def test_a_price_spike_is_a_logged_repair_or_an_error_naming_the_date(tmp_path, caplog, spx300, factor, rows):
+    path = tmp_path / "spike.csv"
+    spiked(spx300, 150, factor, rows).rename_axis("Date").to_csv(path)
+    day = f"{spx300.index[150]:%Y-%m-%d}"
+    with caplog.at_level(logging.WARNING, logger="harness.data"):
+        prices = load_prices("csv", path=path)
+    assert "price spike" in caplog.text and f"on {day}" in caplog.text and "carried the last price forward" in caplog.text
+    for column in ("close", "adj_close"):
+        repaired = prices[column].to_numpy()
+        assert (repaired[150:150 + rows] == spx300[column].iloc[149]).all()  # the last good price
+        np.testing.assert_array_equal(np.delete(repaired, range(150, 150 + rows)),
+                                      np.delete(spx300[column].to_numpy(), range(150, 150 + rows)))
+    message = load_error(path, repair=False)
+    assert f"a price spike: 'close' jumps from" in message and f"on {day}" in message
+    assert "set data.repair: true" in message
+
+
+def test_moves_that_are_not_spikes_are_kept(tmp_path, caplog, spx300):
+    """A big but real day (x3 and back), a lasting jump (an unadjusted split) and the edges stay as they are."""
+    cases = {
+        "threefold": spiked(spx300, 150, 3.0),
+        "lasting": spiked(spx300, 150, 100.0, rows=150),
+        "spike-too-long": spiked(spx300, 150, 100.0, rows=6),
+        "first-row": spiked(spx300, 0, 100.0),
+        "last-row": spiked(spx300, 299, 100.0),
+    }
+    for name, prices in cases.items():
+        path = tmp_path / f"{name}.csv"
+        prices.rename_axis("Date").to_csv(path)
+        with caplog.at_level(logging.WARNING, logger="harness.data"):
+            loaded = load_prices("csv", path=path, repair=False)
+        np.testing.assert_allclose(loaded["close"].to_numpy(), prices["close"].to_numpy(), rtol=1e-12, err_msg=name)
+    assert "spike" not in caplog.text
+
+
+def test_the_bundled_data_has_no_spikes(caplog):
+    with caplog.at_level(logging.WARNING, logger="harness.data"):
+        for name in ("sp500", "nasdaq", "sp500_panel"):
+            load_prices("csv", path=ROOT / "data" / f"{name}.csv", repair=False)
+    assert not caplog.records
+
+
+def test_a_spike_in_one_asset_of_a_panel_names_the_asset(tmp_path, caplog):
+    panel = load_prices("csv", path=ROOT / "data" / "sp500_panel.csv", start="2010-01-01", end="2011-01-01")
+    bad = panel.copy()
+    bad.iloc[100, bad.columns.get_loc("MSFT")] *= 100
+    path = tmp_path / "wide.csv"
+    bad.rename_axis("Date").to_csv(path)
+    with caplog.at_level(logging.WARNING, logger="harness.data"):
+        repaired = load_prices("csv", path=path)
+    assert "asset MSFT" in caplog.text and f"on {panel.index[100]:%Y-%m-%d}" in caplog.text
+    assert repaired["MSFT"].iloc[100] == panel["MSFT"].iloc[99]
+    assert "asset MSFT" in load_error(path, repair=False)
+
+
+# -- bars a year: what strategies annualise by
+
+
+@pytest.mark.parametrize(("dates", "expected"), [
+    (pd.bdate_range("2020-01-01", periods=300), 252),
+    (pd.date_range("2020-01-01", periods=300), 252),  # calendar days (crypto): still daily bars
+    (pd.DatetimeIndex([d + pd.Timedelta(hours=h, minutes=30) for d in pd.bdate_range("2020-01-01", periods=60)
+                       for h in range(9, 16)]), 252 * 7),  # yfinance 1h bars of a US session
+    (pd.DatetimeIndex([d + pd.Timedelta(minutes=570 + 30 * k) for d in pd.bdate_range("2020-01-01", periods=60)
+                       for k in range(13)]), 252 * 13),  # 30-minute bars
+    (pd.date_range("2020-01-01", periods=2000, freq="h"), 252 * 24),
+    (pd.date_range("2020-01-03", periods=100, freq="W-FRI"), 52),
+    (pd.date_range("2000-01-31", periods=100, freq="ME"), 12),
+    (pd.date_range("2000-03-31", periods=40, freq="QE"), 4),
+    (pd.date_range("2000-12-31", periods=20, freq="YE"), 1),
+    (pd.DatetimeIndex(["2020-01-02"]), 252),
+])
+def test_bars_a_year_from_the_spacing_of_the_dates(dates, expected):
+    from harness.data.frequency import periods_per_year
+
+    assert periods_per_year(dates) == expected
+    assert periods_per_year(dates[::-1].append(dates[:1])) == expected  # order and repeated dates do not matter
+
+
+def hourly_prices(days: int = 400, per_day: int = 7, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.DatetimeIndex([d + pd.Timedelta(hours=h, minutes=30) for d in pd.bdate_range("2020-01-01", periods=days)
+                              for h in range(9, 9 + per_day)], name="date")
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, len(dates))))
+    return pd.DataFrame({"date": dates, "close": close})
+
+
+def test_intraday_bars_are_annualised_by_their_frequency(tmp_path):
+    """Hourly bars: ``data.periods_per_year`` is inferred as 252 x 7 and the strategies use it
+    (realized vol sqrt(P) |r|, the trading view's Sharpe); set, it wins."""
+    from harness.backtest.plan import plan
+    from harness.config import parse_config
+    from strategies import get_strategy
+
+    path = tmp_path / "hourly.csv"
+    hourly_prices().to_csv(path, index=False)
+    raw = {"data": {"path": str(path)}, "windows": {"train": 700, "test": 70, "purge": 5}}
+    the_plan = plan(parse_config(raw))
+    assert the_plan.config.data.periods_per_year == 1764 and the_plan.strategy.periods_per_year == 1764
+    returns = np.log(the_plan.prices["adj_close"]).diff()
+    rv_1 = the_plan.table.X["rv_1"]
+    np.testing.assert_allclose(rv_1.to_numpy(), np.sqrt(1764) * np.abs(returns.loc[rv_1.index].to_numpy()), rtol=1e-12)
+    daily = get_strategy("volatility_forecast").build(the_plan.prices)  # what annualising as daily gave
+    np.testing.assert_allclose(the_plan.table.y.to_numpy(), daily.y.to_numpy() * np.sqrt(7), rtol=1e-12)
+    given = plan(parse_config({**raw, "data": {"path": str(path), "periods_per_year": 2000}}))
+    assert given.strategy.periods_per_year == 2000
+    np.testing.assert_allclose(given.table.X["rv_1"].to_numpy(), rv_1.to_numpy() * np.sqrt(2000 / 1764), rtol=1e-12)
+    daily_plan = plan(parse_config({"data": {"start": "2010-01-01", "end": "2012-01-01"},
+                                    "windows": {"train": 252, "test": 21}}))
+    assert daily_plan.config.data.periods_per_year == 252 and daily_plan.strategy.periods_per_year == 252
+
+
+def test_the_trading_view_annualises_with_the_strategy_periods():
+    from strategies import get_strategy
+    from strategies.base import Table
+
+    rng = np.random.default_rng(1)
+    y, pred = rng.normal(0, 0.01, 500), rng.normal(0, 0.01, 500)
+    index = pd.bdate_range("2020-01-01", periods=500)
+    test = Table(X=pd.DataFrame({"a": np.zeros(500)}, index=index), y=pd.Series(y, index=index), dates=index, horizon=1)
+    daily = get_strategy("return_forecast")
+    hourly = get_strategy("return_forecast", periods_per_year=1764)
+    assert daily.periods_per_year == 252 and hourly.periods_per_year == 1764
+    ratio = hourly.metrics(y, pred, pred, test)["sharpe"] / daily.metrics(y, pred, pred, test)["sharpe"]
+    assert ratio == pytest.approx(np.sqrt(7), rel=1e-12)
+    summary = hourly.trading_summary({"m": pred}, test).set_index("candidate")
+    assert summary.loc["m", "sharpe_1x_cost"] == pytest.approx(hourly.metrics(y, pred, pred, test)["sharpe"], rel=1e-12)

@@ -15,6 +15,9 @@ from sklearn.linear_model import LinearRegression
 from harness.errors import DataError, HarnessError
 from harness.pricing import bs_price, implied_vol
 from strategies import STRATEGIES, Strategy, Table, get_strategy
+
+ONE_ASSET = [name for name, cls in STRATEGIES.items() if not getattr(cls, "needs_panel", False)]
+"""Strategies of one price series (cross_section, which needs a panel, has tests/strategies/)."""
 from strategies.return_forecast import equity_curve, hit_rate, spearman_ic, trading_view
 from strategies.volatility_forecast import VOL_FLOOR, qlike_loss
 
@@ -78,7 +81,7 @@ def lookahead_violations(strategy: Strategy, prices: pd.DataFrame, cut: pd.Times
 
 # ------------------------------------------------------------------------------------- tables
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", ONE_ASSET)
 def test_build_gives_finite_float_table_on_synthetic_prices(name, prices):
     table = get_strategy(name, SMALL[name]).build(prices)
     assert len(table) > 300
@@ -89,7 +92,7 @@ def test_build_gives_finite_float_table_on_synthetic_prices(name, prices):
 
 
 @pytest.mark.skipif(not SP500.exists(), reason="bundled data/sp500.csv not present")
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", ONE_ASSET)
 def test_build_on_bundled_sp500_with_default_params(name):
     raw = pd.read_csv(SP500, parse_dates=["Date"], date_format="%m/%d/%Y")
     prices = raw.rename(columns=lambda c: c.lower().replace(" ", "_")).set_index("date").astype(np.float64)
@@ -98,7 +101,7 @@ def test_build_on_bundled_sp500_with_default_params(name):
     assert len(np.unique(table.dates.values)) > 4500
 
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", ONE_ASSET)
 @pytest.mark.parametrize("cut_position", [300, 301, 560, 820])
 def test_no_lookahead_features_and_targets(name, prices, cut_position):
     strategy = get_strategy(name, SMALL[name])
@@ -179,7 +182,7 @@ def test_option_pricer_draw_of_a_day_does_not_depend_on_later_days(prices):
 
 # ---------------------------------------------------------------------------------- baselines
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", ONE_ASSET)
 def test_baseline_is_fitted_on_train_rows_only(name, prices):
     strategy = get_strategy(name, SMALL[name])
     train, test = split(strategy.build(prices), 400, 60)
@@ -383,7 +386,7 @@ def test_param_names_must_not_shadow_methods():
 
 # -------------------------------------------------------------------------------- bad prices
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", ONE_ASSET)
 def test_bad_prices_are_data_errors(name, prices):
     strategy = get_strategy(name, SMALL[name])
     broken = prices.copy()

@@ -11,7 +11,9 @@ import pandas as pd
 
 from harness.config import Config
 from harness.data import fingerprint, load_data
+from harness.data.frequency import periods_per_year
 from harness.errors import HarnessError
+from harness.evaluation.losses import loss_view, resolve_delta
 from harness.windows import WalkForward, parse_size
 from strategies import get_strategy
 
@@ -47,13 +49,28 @@ class Plan:
 def plan(config: Config, prices: pd.DataFrame | None = None) -> Plan:
     """Load data, build the strategy table and cut the windows; raise on anything unusable."""
     prices = load_data(config) if prices is None else prices
-    strategy = get_strategy(config.strategy.name, config.strategy.params)
+    config = with_periods(config, prices)
+    strategy = loss_view(get_strategy(config.strategy.name, config.strategy.params,
+                                      periods_per_year=config.data.periods_per_year), config.training)  # training.loss
     config = with_metric(config, strategy)
     table = strategy.build(prices)
     _check_purge(config, table.horizon)
-    _check_sequences(config, pd.DatetimeIndex(table.dates))
+    _check_sequences(config, table)
     windows = cut_windows(config, pd.DatetimeIndex(table.dates))
+    if windows:
+        resolve_delta(strategy, table, windows[0].train_rows)  # huber: one delta, from the first train window
+    _check_model(config, table.X.shape[1])
     return Plan(config, prices, strategy, table, windows, fingerprint(prices))
+
+
+def with_periods(config: Config, prices: pd.DataFrame) -> Config:
+    """``config`` with ``data.periods_per_year`` resolved: inferred from the price dates when null
+    (:func:`harness.data.frequency.periods_per_year`), so the logged config says what annualised."""
+    if config.data.periods_per_year is not None:
+        return config
+    periods = periods_per_year(prices.index)
+    log.info("data: %g bars a year, from the spacing of the dates (set data.periods_per_year to change it)", periods)
+    return config.model_copy(update={"data": config.data.model_copy(update={"periods_per_year": periods})})
 
 
 def with_metric(config: Config, strategy: Any) -> Config:
@@ -108,13 +125,33 @@ def production_window(the_plan: Plan) -> Window:
     return Window(len(the_plan.windows), np.flatnonzero(date_pos >= first), np.empty(0, dtype=np.int64))
 
 
-def _check_sequences(config: Config, dates: pd.DatetimeIndex) -> None:
-    """A recurrent model reads each row's preceding rows as a time series: one row per date."""
-    if config.model.recurrent and not dates.is_unique:
-        raise HarnessError(
-            f"model.type: {config.model.type} reads the preceding table rows as a time series, but strategy "
-            f"'{config.strategy.name}' has several rows per date; use model.type: mlp for it"
-        )
+def _check_model(config: Config, n_features: int) -> None:
+    """A user's network (``model.type: "package.module:Class"``) imports, builds and runs under vmap
+    before any run opens (one-line errors otherwise)."""
+    if not config.model.custom:
+        return
+    from harness.training.models import check_module, make_model_factory
+
+    factory = make_model_factory(config.model.network(), n_features=n_features)
+    rows = (config.model.sequence, n_features) if config.model.recurrent else (n_features,)
+    training = config.training
+    check_module(factory, rows, [training.seed + s for s in range(training.seeds)])
+
+
+def _check_sequences(config: Config, table: Any) -> None:
+    """A recurrent model reads each row's preceding rows as a time series: one row per date, or one
+    row per date and asset (a cross-section: each asset's own rows, ``window.previous_rows``)."""
+    dates = pd.DatetimeIndex(table.dates)
+    if not config.model.recurrent or dates.is_unique:
+        return
+    index = table.X.index
+    if "asset" in (index.names or ()) and not pd.MultiIndex.from_arrays(
+            [dates, index.get_level_values("asset")]).duplicated().any():
+        return
+    raise HarnessError(
+        f"model.type: {config.model.type} reads the preceding table rows as a time series, but strategy "
+        f"'{config.strategy.name}' has several rows per date; use model.type: mlp for it"
+    )
 
 
 def _check_purge(config: Config, horizon: int) -> None:

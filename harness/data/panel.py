@@ -108,8 +108,8 @@ def _wide(frame: pd.DataFrame, origin: str, repair: bool, max_gap: int, start: s
     if len(set(names)) < len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise DataError(f"{origin}: tickers {twice} have more than one column; keep one column per ticker")
-    frame = pd.DataFrame({name: _numeric(frame[column], name, origin) for name, column in zip(names, frame.columns)},
-                         index=frame.index)
+    frame = pd.DataFrame({name: _numeric(frame[column], name, origin)
+                          for name, column in zip(names, frame.columns, strict=True)}, index=frame.index)
     frame = _trim(_ordered(frame, origin, repair), start, end, origin)  # the file's dates: checked once
     closes = {}
     for ticker in frame.columns:
@@ -219,7 +219,8 @@ def panel_frame(closes: dict[str, pd.Series], origin: str, *, repair: bool = Tru
             )
         first_hole = panel.index[first + int(np.argmax(holes))]
         _repair_or_raise(
-            repair, f"{what}: no price on {int(holes.sum())} dates where other assets have one (first {first_hole:%Y-%m-%d})",
+            repair,
+            f"{what}: no price on {int(holes.sum())} dates where other assets have one (first {first_hole:%Y-%m-%d})",
             f"carried the last price forward (longest gap {longest} dates)", f"fill them {REPAIR_HINT}",
         )
         values[first:last + 1, j] = pd.Series(values[first:last + 1, j]).ffill().to_numpy()

@@ -18,7 +18,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.figures.backtest import _member_rows
-from harness.figures.common import BASELINE_STYLE, DOUBLE, date_axis, finish_axes, new_figure, save_png, schedule_colors
+from harness.figures.common import (
+    BASELINE_STYLE,
+    DOUBLE,
+    date_axis,
+    finish_axes,
+    new_figure,
+    save_png,
+    schedule_colors,
+)
 
 if TYPE_CHECKING:
     from harness.backtest import Backtest
