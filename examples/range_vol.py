@@ -27,9 +27,9 @@ class RangeVol(Strategy):
     def build(self, prices: pd.DataFrame) -> Table:
         log_range2 = np.log(prices["high"] / prices["low"]) ** 2 / (4 * np.log(2))
         returns = np.log(prices["adj_close"]).diff()
-        X = pd.DataFrame({f"park_{n}": np.sqrt(252 * log_range2.rolling(n).mean()) for n in (1, 5, self.window)})
+        X = pd.DataFrame({f"park_{n}": np.sqrt(self.periods_per_year * log_range2.rolling(n).mean()) for n in (1, 5, self.window)})
         future = (returns**2).rolling(self.horizon).sum().shift(-self.horizon)  # r_{t+1} .. r_{t+h}
-        y = np.sqrt(252 / self.horizon * future).rename("target")
+        y = np.sqrt(self.periods_per_year / self.horizon * future).rename("target")
         keep = X.notna().all(axis=1) & y.notna()
         return Table(X=X[keep], y=y[keep], dates=X.index[keep], horizon=self.horizon)
 

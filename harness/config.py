@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,11 +21,18 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from harness.errors import ConfigError, HarnessError, did_you_mean
+
+log = logging.getLogger("harness.config")
+
+DEFAULT_DATA = "data/sp500.csv"
+DEFAULT_START = "2013-10-01"
+"""Where the default backtest starts on :data:`DEFAULT_DATA` (see :func:`default_config`)."""
 
 DEFAULT_SCHEDULES: list[Any] = [
     "constant",
@@ -48,7 +57,7 @@ class DataConfig(_Section):
     """Where prices come from (design section 3)."""
 
     source: Literal["csv", "parquet", "yfinance", "synthetic"] = "csv"
-    path: str = "data/sp500.csv"
+    path: str = DEFAULT_DATA
     tickers: list[str] = Field(default_factory=lambda: ["^GSPC"])
     start: str | None = None
     end: str | None = None
@@ -56,6 +65,27 @@ class DataConfig(_Section):
     cache_dir: str = "data/cache"
     synthetic: dict[str, Any] = Field(default_factory=lambda: {"model": "gbm", "n_days": 2520, "seed": 0})
     repair: bool = True
+    delimiter: str | None = None  # CSV field separator; None: read from the file
+    decimal: Literal[".", ","] | None = None  # CSV decimal mark; None: read from the file
+    dayfirst: bool | None = None  # 01/02/2000 is 1 February; None: read from the file
+    periods_per_year: float | None = Field(None, gt=0)  # bars a year, for annualising; None: from the dates
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_start(cls, values: Any) -> Any:
+        """The bundled default file starts at :data:`DEFAULT_START` unless ``start`` is given (even
+        ``null``), so an empty config file is the default backtest (:func:`default_config`)."""
+        if isinstance(values, dict) and "start" not in values and values.get("source", "csv") == "csv" \
+                and values.get("path", DEFAULT_DATA) == DEFAULT_DATA:
+            return {**values, "start": DEFAULT_START}
+        return values
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 1 or value in "\"\r\n" or value.isalnum()):
+            raise ValueError(f"must be one separator character such as ',', ';', '|' or a tab, got {value!r}")
+        return value
 
     @field_validator("tickers", mode="before")
     @classmethod
@@ -77,9 +107,11 @@ class StrategyConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The network each member trains: an MLP (or a small GRU/LSTM)."""
+    """The network each member trains: an MLP (or a small GRU/LSTM), or a user's own ``nn.Module``
+    class, ``type: "package.module:Class"``, built as ``Class(n_features=..., n_outputs=..., **params)``."""
 
-    type: Literal["mlp", "gru", "lstm"] = "mlp"
+    type: str = "mlp"  # mlp | gru | lstm | "package.module:Class"
+    params: dict[str, Any] = Field(default_factory=dict)  # a user's class: its keyword arguments
     hidden: list[int] = Field(default_factory=lambda: [64, 64])
     activation: Literal["relu", "tanh", "gelu", "silu"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -87,11 +119,40 @@ class ModelConfig(_Section):
 
     def network(self) -> dict[str, Any]:
         """The network's own settings (``harness.stack.make_model_factory``'s mapping)."""
-        return self.model_dump(exclude={"sequence"})
+        if self.custom:
+            return {"type": self.type, "params": dict(self.params)}
+        return self.model_dump(exclude={"sequence", "params"})
+
+    @property
+    def custom(self) -> bool:
+        """Whether ``type`` names a user's class (``"package.module:Class"``)."""
+        return ":" in self.type
 
     @property
     def recurrent(self) -> bool:
-        return self.type != "mlp"
+        """Whether inputs are sequences of rows: gru/lstm, or a user's class given ``sequence``."""
+        return self.type in ("gru", "lstm") or (self.custom and "sequence" in self.model_fields_set)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value in ("mlp", "gru", "lstm"):
+            return value
+        module, _, name = value.partition(":")
+        if module and name:
+            return value
+        hint = did_you_mean(value, ["mlp", "gru", "lstm"])
+        raise ValueError(f"must be one of 'mlp', 'gru', 'lstm' or a user's class 'package.module:Class'{hint}, "
+                         f"got {value!r}")
+
+    @field_validator("params")
+    @classmethod
+    def _params_for_user_classes(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = info.data.get("type", "mlp")
+        if value and ":" not in kind:
+            raise ValueError(f"only a user's class (type: 'package.module:Class') takes params; {kind} takes "
+                             "hidden, activation, dropout")
+        return value
 
     @field_validator("hidden")
     @classmethod
@@ -105,10 +166,10 @@ class TrainingConfig(_Section):
     """How every member is trained in each window (design section 6)."""
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1.0e-3, gt=0)
+    lr: float | list[float] = 1.0e-3  # a list: every schedule at every LR (candidates)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    epochs: int = Field(40, gt=0)
+    epochs: int | list[int] = 40  # a list: every schedule at every budget (candidates)
     batch_size: int = Field(128, gt=0)
     seeds: int = Field(3, gt=0)
     seed: int = Field(0, ge=0)
@@ -116,6 +177,47 @@ class TrainingConfig(_Section):
     patience: int | None = Field(None, gt=0)
     grad_clip: float | None = Field(None, gt=0)
     boundary: Literal["fresh", "warm_restart", "warm_continue"] = "fresh"
+    loss: Literal["mse", "mae", "huber", "bce"] = "mse"  # bce: a sign classifier (label: target > 0)
+    huber_delta: float | None = Field(None, gt=0)  # huber: delta in target units; null: the target's std
+                                                   # over the first window's train rows
+
+    @field_validator("lr", "epochs", mode="before")
+    @classmethod
+    def _positive_values(cls, value: Any) -> Any:
+        """Each given number > 0 and finite (other types are the type check's)."""
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not 0 < item < float("inf"):
+                raise ValueError(f"must be > 0, got {item!r}")
+        return value
+
+    @field_validator("lr", "epochs")
+    @classmethod
+    def _axis(cls, value: Any) -> Any:
+        """One value, or a non-empty list of distinct ones (the budget and LR axes)."""
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must be a number or a non-empty list of numbers")
+            twice = sorted(v for v in set(value) if value.count(v) > 1)
+            if twice:
+                raise ValueError(f"lists {twice[0]!r} twice; give each value once")
+        return value
+
+    @field_validator("huber_delta")
+    @classmethod
+    def _delta_needs_huber(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("loss") != "huber":
+            raise ValueError("only applies with training.loss: huber")
+        return value
+
+    @property
+    def budgets(self) -> list[int]:
+        """``epochs`` as a list (the budget axis)."""
+        return list(self.epochs) if isinstance(self.epochs, list) else [self.epochs]
+
+    @property
+    def lrs(self) -> list[float]:
+        """``lr`` as a list (the LR axis)."""
+        return list(self.lr) if isinstance(self.lr, list) else [self.lr]
 
 
 class WindowsConfig(_Section):
@@ -218,9 +320,15 @@ class Config(_Section):
         return self
 
     def schedule_labels(self) -> list[str]:
-        from harness.schedules import get_schedule
+        """The candidates' labels, the values of the frames' ``schedule`` column: one per schedule x
+        budget x LR (``cosine@e80,lr1e-3``); a schedule's own label with one budget and one LR."""
+        return [candidate.label for candidate in self.candidates()]
 
-        return [get_schedule(spec).label for spec in self.schedules]
+    def candidates(self) -> list[Any]:
+        """Every schedule x ``training.epochs`` x ``training.lr`` (:mod:`harness.schedules.candidates`)."""
+        from harness.schedules.candidates import candidates
+
+        return candidates(self.schedules, self.training.epochs, self.training.lr)
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not where they are logged or executed)."""
@@ -232,28 +340,55 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-DEFAULT_START = "2013-10-01"
-
-
 def default_config() -> Config:
-    """The default backtest (``harness run`` with no file, ``configs/spx_vol.yaml``): volatility
-    forecast on ``data/sp500.csv`` from :data:`DEFAULT_START`, so that after the first 3-year train
-    window about two years of monthly test windows remain (25), each trained under the 8 default
-    schedules x 3 seeds. Every other field is the field default (an empty YAML file takes the
-    whole 1999-2018 history)."""
+    """The default backtest (``harness run`` with no file, an empty file, ``configs/spx_vol.yaml``):
+    volatility forecast on :data:`DEFAULT_DATA` from :data:`DEFAULT_START`, so that after the first
+    3-year train window about two years of monthly test windows remain (25), each trained under the
+    8 default schedules x 3 seeds. Every field is its default; ``data.start: null`` takes the whole
+    1999-2018 history (202 windows)."""
     return load_config(None)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read and validate a YAML config; ``None`` gives the default config.
+    """Read and validate a YAML config; ``None`` gives the default config (as an empty file does).
 
     ``overrides`` maps dotted field names to values (``{"training.epochs": 5}``) applied
-    before validation, so they are validated like the file's own values.
+    before validation, so they are validated like the file's own values. A schedule that cannot
+    act in this config (:func:`inert_schedules`) is logged as a warning.
     """
-    raw: dict[str, Any] = {"data": {"start": DEFAULT_START}} if path is None else _read_yaml(Path(path))
+    raw: dict[str, Any] = {} if path is None else _read_yaml(Path(path))
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
-    return parse_config(raw)
+    config = parse_config(raw)
+    for message in inert_schedules(config):
+        log.warning(message)
+    return config
+
+
+def inert_schedules(config: Config) -> list[str]:
+    """One message per schedule that cannot change anything in ``config``: a ``plateau`` whose
+    patience is not below early stopping's. Plateau lowers the LR after ``patience + 1`` epochs
+    without improvement (and the lower LR is used from the next epoch), early stopping ends a
+    member after ``training.patience`` such epochs, so with ``plateau patience + 1 >=
+    training.patience`` the member has stopped before its LR is ever lowered: it trains as
+    ``constant`` would (bitwise, when its warmup is the same)."""
+    from harness.schedules import get_schedule
+
+    stop = config.training.patience
+    if stop is None or config.training.validation == 0:  # no early stopping without validation rows
+        return []
+    messages = []
+    for i, spec in enumerate(config.schedules):
+        schedule = get_schedule(spec)
+        waits = schedule.params["patience"] + 1 if schedule.kind == "plateau" else 0
+        if waits >= stop:
+            fix = f"give it patience <= {stop - 2} or " if stop >= 2 else ""
+            messages.append(
+                f"schedules[{i}]: {schedule.label} never lowers the LR: it waits for {waits} epochs without "
+                f"improvement, but early stopping (training.patience: {stop}) ends a member after {stop}, so it "
+                f"trains as constant would; {fix}raise training.patience to >= {waits + 1}"
+            )
+    return messages
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
@@ -268,7 +403,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file or none for the default")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -279,6 +414,29 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (experiment:, data:, ...), got {type(raw).__name__}")
     return raw
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-2``, ``5e-1`` and ``1.0e5`` are numbers
+    (YAML 1.1, which PyYAML follows, needs a dot and a signed exponent and reads them as strings)."""
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.VERBOSE)
+_Loader.yaml_implicit_resolvers = {  # the float resolver replaced in place: int and timestamp still come first
+    first: [(tag, _FLOAT if tag == _FLOAT_TAG else pattern) for tag, pattern in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 numbers (``1e-2`` is 0.01): config files and ``--set`` values."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: as safe as yaml.safe_load
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,7 +1,7 @@
 """The production model: the chosen schedule retrained on the most recent train window.
 
 ``harness select --register`` rebuilds the backtest's config, plans it, and builds the
-**production window** (:func:`harness.backtest.plan.production_window`): train rows that end at the
+**production window** (:func:`harness.backtest.planning.production_window`): train rows that end at the
 data's last labelled row (the strategy table's last row), as long as the backtest's train windows
 (``windows.train`` dates when rolling, every row when expanding), with no test slice. So the model
 is current: it has seen the newest data, not only the last backtest window's train rows, which end
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from harness.config import Config
-from harness.errors import HarnessError, unknown_name
+from harness.errors import HarnessError
 
 
 class EnsembleModel(nn.Module):
@@ -98,6 +98,9 @@ class Production:
     expected: np.ndarray
     example_dates: pd.DatetimeIndex
     seconds: float
+    epochs: int = 0  # the chosen candidate's training budget
+    lr: float = 0.0  # and base LR
+    loss: str = "mse"
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The ensemble's predictions (target units) for raw features ``[n, F]``."""
@@ -113,7 +116,8 @@ class Production:
     def params(self) -> dict[str, Any]:
         """What the registry run logs as params."""
         return {
-            "schedule": self.schedule, "schedule_spec": self.schedule_spec, "ensemble": "mean of seed members",
+            "schedule": self.schedule, "schedule_spec": self.schedule_spec, "epochs": self.epochs, "lr": self.lr,
+            "loss": self.loss, "ensemble": "mean of seed members",
             "train_window": f"production ({self.mode}, ends at the last labelled row)", **self.span(),
             "seeds": self.seeds, "diverged_seeds": self.diverged, "features": self.features,
         }
@@ -123,33 +127,31 @@ class Production:
         live = len(self.seeds) - len(self.diverged)
         left_out = f"; diverged and left out: {self.diverged}" if self.diverged else ""
         return [
-            f"- schedule `{self.schedule}`, retrained fresh on the most recent train window ({self.mode}, "
-            f"{self.train_start:%Y-%m-%d} .. {self.train_end:%Y-%m-%d}, {self.n_train} rows, ending at the data's "
-            f"last labelled row) in {self.seconds:.1f} s",
+            (f"- schedule `{self.schedule}`, retrained fresh on the most recent train window ({self.mode}, "
+             f"{self.train_start:%Y-%m-%d} .. {self.train_end:%Y-%m-%d}, {self.n_train} rows, ending at the data's "
+             f"last labelled row) in {self.seconds:.1f} s, {self.epochs} epochs at base LR {self.lr:g}"
+             f"{'' if self.loss == 'mse' else f' (loss {self.loss})'}"),
             f"- the model is the **seed ensemble**: the mean of {live} seed members' predictions "
             f"(seeds {', '.join(map(str, self.seeds))}{left_out})",
             f"- input: raw features `[n, {len(self.features)}]` float64 ({', '.join(self.features)}); "
-            "output: the target in its own units `[n]` float64",
+            + ("output: the probability that the target is positive `[n]` float64 (a sign classifier)"
+             if self.loss == "bce" else "output: the target in its own units `[n]` float64"),
         ]
 
 
 def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | None = None) -> Production:
     """Retrain ``schedule`` (a label of ``config``'s schedules) on the production window's train rows
-    (:func:`harness.backtest.plan.production_window`)."""
+    (:func:`harness.backtest.planning.production_window`)."""
     from dataclasses import replace
 
-    from harness.backtest.plan import plan, production_window
+    from harness.backtest.planning import plan, production_window
     from harness.backtest.window import Start, WindowTrainer
-    from harness.schedules import get_schedule
+
+    from harness.backtest.candidates import candidate, single_config
 
     started = time.perf_counter()
-    specs = {get_schedule(spec).label: spec for spec in config.schedules}
-    if schedule not in specs:
-        raise unknown_name("schedule", schedule, specs)
-    single = config.model_copy(update={
-        "schedules": [specs[schedule]],
-        "training": config.training.model_copy(update={"boundary": "fresh"}),
-    })
+    chosen = candidate(config, schedule)  # a candidate label: its schedule at its budget and base LR
+    single = single_config(config, schedule, boundary="fresh")
     the_plan = plan(single, prices)
     window = production_window(the_plan)
     example_rows = window.train_rows[-EXAMPLE_ROWS:]
@@ -167,11 +169,12 @@ def train_production(config: Config, schedule: str, *, prices: pd.DataFrame | No
     dates = the_plan.dates
     seeds = [int(seed) for _, seed in fitted.result.labels]
     return Production(
-        model=model, schedule=schedule, schedule_spec=specs[schedule], window=window.index,
+        model=model, schedule=schedule, schedule_spec=chosen.spec, window=window.index,
         mode=single.windows.mode, train_start=dates[window.train_rows[0]], train_end=dates[window.train_rows[-1]],
         n_train=len(window.train_rows), seeds=seeds, diverged=[s for s, d in zip(seeds, diverged) if d],
         features=[str(c) for c in the_plan.table.X.columns], example=trainer.inputs(example_rows),
         expected=expected, example_dates=dates[example_rows], seconds=time.perf_counter() - started,
+        epochs=chosen.epochs, lr=chosen.lr, loss=config.training.loss,
     )
 
 

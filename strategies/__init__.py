@@ -15,12 +15,13 @@ from typing import Any
 from harness.errors import HarnessError, did_you_mean, unknown_name
 from strategies.base import Strategy, Table
 from strategies.cross_section import CrossSection
+from strategies.heston_pricer import HestonPricer
 from strategies.option_pricer import OptionPricer
 from strategies.return_forecast import ReturnForecast
 from strategies.volatility_forecast import VolatilityForecast
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (ReturnForecast, VolatilityForecast, OptionPricer, CrossSection)
+    cls.name: cls for cls in (ReturnForecast, VolatilityForecast, OptionPricer, CrossSection, HestonPricer)
 }
 
 __all__ = ["STRATEGIES", "Strategy", "Table", "get_strategy", "load_class"]

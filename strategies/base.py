@@ -5,6 +5,11 @@ A strategy is a small class. Its parameters and their defaults are declared in o
 against those defaults, then :meth:`Strategy.validate` checks ranges. Resolved values are
 attributes (``self.horizon``) and ``self.values`` (a dict, for logging).
 
+``self.periods_per_year`` is how many bars a year the prices have (252 for daily bars, 252 x bars
+a day for intraday ones): annualise volatilities and Sharpe ratios with it, not with 252. The
+harness sets it before :meth:`Strategy.build` from ``data.periods_per_year`` or, when that is
+null, from the spacing of the dates (:func:`harness.data.frequency.periods_per_year`).
+
 A minimal user strategy::
 
     class MyStrategy(Strategy):
@@ -30,6 +35,9 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import DataError, HarnessError, did_you_mean
+
+PERIODS_PER_YEAR = 252
+"""Bars a year of daily prices: :attr:`Strategy.periods_per_year` until the harness sets the data's."""
 
 
 @dataclass
@@ -81,7 +89,7 @@ class Strategy:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        clashes = sorted(p for p in cls.params if hasattr(Strategy, p) or p in ("values",))
+        clashes = sorted(p for p in cls.params if hasattr(Strategy, p) or p in ("values", "periods_per_year"))
         if clashes:
             raise TypeError(f"{cls.__name__}.params: {clashes} clash with Strategy attributes; rename them")
 
@@ -95,6 +103,7 @@ class Strategy:
                     f"valid: {valid}"
                 )
         self.values: dict[str, Any] = {}
+        self.periods_per_year: float = float(PERIODS_PER_YEAR)  # bars a year; the harness sets the data's
         for key, default in self.params.items():
             value = _coerce(label, key, params.get(key, default), default)
             self.values[key] = value
@@ -193,10 +202,11 @@ def log_returns(close: pd.Series) -> pd.Series:
     return np.log(close).diff()
 
 
-def realized_vol(returns: pd.Series, window: int, periods: int = 252) -> pd.Series:
+def realized_vol(returns: pd.Series, window: int, periods: float = PERIODS_PER_YEAR) -> pd.Series:
     """Annualized root-mean-square of the last ``window`` returns, ending at (and including) each date.
 
-    ``sqrt(periods / window * sum(r^2))``: the realized-volatility convention (no demeaning).
+    ``sqrt(periods / window * sum(r^2))``: the realized-volatility convention (no demeaning);
+    ``periods`` is bars a year (a strategy passes ``self.periods_per_year``).
     """
     return np.sqrt(np.square(returns).rolling(window, min_periods=window).mean() * periods)
 

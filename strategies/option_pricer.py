@@ -8,10 +8,22 @@ vol surface that moves with realized volatility::
 where ``k = log(K / S_t)`` (log-moneyness), ``tau`` the maturity in years (trading days / 252)
 and ``rv_t`` the annualized realized vol of the last ``vol_window`` daily log returns up to t.
 Rows are (date, moneyness, maturity): a seeded random subset of ``contracts_per_day`` grid points
-per day (drawn per day in date order, so a day's draw never depends on later days), out-of-the-
-money options by default (puts below the spot, calls at and above), dropping quotes whose
-price/strike is below ``min_price``. Features: ``log_moneyness``, ``maturity`` (years) and the
-state ``rv_<w>`` (trailing realized vols). Target: price / strike.
+per day (0: the whole grid; drawn per day in date order, so a day's draw never depends on later
+days), out-of-the-money options by default (puts below the spot, calls at and above), dropping
+quotes whose price/strike is below ``min_price``. The labels come from :meth:`OptionPricer.chain_prices`
+(a subclass prices the same chain by another model: :mod:`strategies.heston_pricer`).
+
+Inputs (what makes the map smooth): ``log_moneyness``, ``maturity`` (years), and with their flags
+``sqrt_maturity``, ``log_maturity``, ``std_moneyness`` = k / (max(rv_t, vol_floor) sqrt(tau)), then
+the state: the trailing realized vols, as ``log_rv_<w>`` (``log_state``, the default) or ``rv_<w>``.
+In log-vol and log-maturity the price of a near-the-money option is close to additive (price ~
+sigma sqrt(tau) for small sigma sqrt(tau)), so a network extrapolates more gracefully to a vol
+regime its train window has not seen.
+
+Target: price / strike; with ``target_space: log`` (the default) the network learns
+log(price/strike) (:meth:`OptionPricer.target_transform`), so its squared loss weighs relative price
+error: a deep out-of-the-money quote counts as much as an at-the-money one (in implied-vol terms the
+error of a log price is about as large at every moneyness), and every prediction is a positive price.
 
 Look-ahead: the label is the model price on day t given day t's state (spot and trailing
 realized vol), so it uses no price after t: ``horizon = 0``. It is a pricing-function
@@ -23,6 +35,8 @@ Own metrics: ``iv_error_volpts`` and ``iv_fail_rate`` (see :meth:`OptionPricer.m
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -31,6 +45,7 @@ from harness.pricing import bs_price, implied_vol
 from strategies.base import Strategy, Table, adj_close, log_returns, realized_vol
 
 DAYS_PER_YEAR = 252
+STATE_FLOOR = 1e-4  # realized vols below this are floored before the log (a flat price path)
 
 
 class OptionPricer(Strategy):
@@ -52,6 +67,11 @@ class OptionPricer(Strategy):
         "contracts_per_day": 8,  # grid points drawn per day (0 = the whole grid)
         "min_price": 1e-4,  # quotes with price/strike below this are dropped
         "seed": 0,  # seed of the per-day contract draw
+        "target_space": "log",  # log: the net learns log(price/strike) | price: price/strike itself
+        "sqrt_maturity": True,  # add the input sqrt(tau)
+        "log_maturity": True,  # add the input log(tau)
+        "std_moneyness": True,  # add the input k / (max(rv, vol_floor) * sqrt(tau)), standardized moneyness
+        "log_state": True,  # state inputs as log_rv_<w> = log(max(rv, 1e-4)) instead of rv_<w>
     }
     better = {"iv_error_volpts": "min", "iv_fail_rate": "min"}
     baseline_name = "Black-Scholes at the train window's implied vol"
@@ -67,6 +87,9 @@ class OptionPricer(Strategy):
         self.require(self.vol_floor > 0, "vol_floor", "must be > 0")
         self.require(self.contracts_per_day >= 0, "contracts_per_day", "must be >= 0 (0 = whole grid)")
         self.require(self.min_price >= 0, "min_price", "must be >= 0")
+        self.require(self.target_space in ("log", "price"), "target_space", "must be 'log' or 'price'")
+        self.require(self.target_space == "price" or self.min_price > 0, "min_price",
+                     "must be > 0 with target_space 'log' (log of a zero price)")
 
     @property
     def state_vols(self) -> dict[str, int]:
@@ -91,6 +114,11 @@ class OptionPricer(Strategy):
         k = np.asarray(log_moneyness, dtype=np.float64)
         return bs_price(np.exp(-k), 1.0, maturity, self.r, sigma, self.q, self.is_call(k))
 
+    def chain_prices(self, dates: pd.DatetimeIndex, base_vol: np.ndarray, log_moneyness: np.ndarray,
+                     maturity: np.ndarray) -> np.ndarray:
+        """The labels: price/strike of each quote (its date, the base realized vol of that date, k, tau)."""
+        return self.price_over_strike(log_moneyness, maturity, self.surface(base_vol, log_moneyness, maturity))
+
     def implied_vols(self, price_over_strike: np.ndarray, test: Table) -> np.ndarray:
         """Implied vol of price/strike values on ``test``'s contracts (NaN where unpriceable)."""
         k, tau = self._contracts(test)
@@ -110,15 +138,25 @@ class OptionPricer(Strategy):
         m_of, d_of = np.repeat(moneyness, len(days)), np.tile(days, len(moneyness))
         k, tau = np.log(m_of[point]), d_of[point] / DAYS_PER_YEAR
         base = state[f"rv_{self.vol_window}"].to_numpy()[day]
-        target = self.price_over_strike(k, tau, self.surface(base, k, tau))
+        target = self.chain_prices(close.index[day], base, k, tau)
         keep = target >= self.min_price
         index = pd.MultiIndex.from_arrays(
             [close.index[day][keep], m_of[point][keep], d_of[point][keep]],
             names=["date", "moneyness", "maturity_days"],
         )
         X = pd.DataFrame({"log_moneyness": k[keep], "maturity": tau[keep]}, index=index)
+        if self.sqrt_maturity:
+            X["sqrt_maturity"] = np.sqrt(tau[keep])
+        if self.log_maturity:
+            X["log_maturity"] = np.log(tau[keep])
+        if self.std_moneyness:
+            X["std_moneyness"] = k[keep] / (np.maximum(base[keep], self.vol_floor) * np.sqrt(tau[keep]))
         for column in self.state_vols:
-            X[column] = state[column].to_numpy()[day][keep]
+            values = state[column].to_numpy()[day][keep]
+            if self.log_state:
+                X[f"log_{column}"] = np.log(np.maximum(values, STATE_FLOOR))
+            else:
+                X[column] = values
         y = pd.Series(target[keep], index=index, name="target")
         if len(y) == 0:
             raise HarnessError("option_pricer: every quote is below min_price; lower strategy.params.min_price")
@@ -142,6 +180,21 @@ class OptionPricer(Strategy):
                 f"option_pricer metrics need the features {sorted(missing)}; pass the strategy table to the metrics"
             )
         return table.X["log_moneyness"].to_numpy(np.float64), table.X["maturity"].to_numpy(np.float64)
+
+    def target_transform(self, y: np.ndarray) -> np.ndarray:
+        """``target_space: log``: the net learns log(price/strike), so its squared loss weighs relative
+        price error and deep out-of-the-money quotes count as much as at-the-money ones."""
+        y = np.asarray(y, dtype=np.float64)
+        return np.log(y) if self.target_space == "log" else y
+
+    def target_inverse(self, z: np.ndarray) -> np.ndarray:
+        """Network outputs back to price/strike (``exp`` in the log space: always a positive price)."""
+        z = np.asarray(z, dtype=np.float64)
+        return np.exp(z) if self.target_space == "log" else z
+
+    def torch_target_inverse(self, z: Any) -> Any:
+        """:meth:`target_inverse` in torch, for the exported production model."""
+        return z.exp() if self.target_space == "log" else z
 
     def baseline(self, train: Table, test: Table) -> np.ndarray:
         """Black–Scholes at one flat vol: the mean implied vol of the train rows' targets."""

@@ -1,7 +1,8 @@
 """``return_forecast``: lagged returns, volatility and momentum → the next-h log return.
 
 Features at date t (all from adjusted closes up to t): the last ``lags`` daily log returns
-``ret_lag0`` (= log P_t/P_{t-1}) ... , the annualized trailing volatility ``vol_<vol_window>``, and
+``ret_lag0`` (= log P_t/P_{t-1}) ... , the annualized trailing volatility ``vol_<vol_window>``
+(annualized, as the trading view's Sharpe ratio, by ``self.periods_per_year`` bars a year), and
 momentum ``mom_<w>`` = log P_t/P_{t-w} for each window w. Target: log P_{t+h}/P_t (the sum of the
 next h daily log returns); ``horizon`` = h. Baseline: the mean target of the train rows.
 """
@@ -14,6 +15,7 @@ from scipy.stats import rankdata
 
 from harness.errors import HarnessError
 from strategies.base import (
+    PERIODS_PER_YEAR,
     Strategy,
     Table,
     adj_close,
@@ -23,7 +25,6 @@ from strategies.base import (
     realized_vol,
 )
 
-PERIODS_PER_YEAR = 252
 COST_MULTIPLES = (0.0, 1.0, 5.0)  # the trading view's cost sensitivity: Sharpe at 0, 1x and 5x cost_bps
 BUY_AND_HOLD = "buy and hold"
 
@@ -65,7 +66,7 @@ class ReturnForecast(Strategy):
         returns = log_returns(close)
         log_close = np.log(close)
         columns = {f"ret_lag{lag}": returns.shift(lag) for lag in range(self.lags)}
-        columns[self.vol_column] = realized_vol(returns, self.vol_window, PERIODS_PER_YEAR)
+        columns[self.vol_column] = realized_vol(returns, self.vol_window, self.periods_per_year)
         columns.update({f"mom_{w}": log_close - log_close.shift(w) for w in self.momentum})
         X = pd.DataFrame(columns, index=close.index)
         y = future_sum(returns, self.horizon).rename("target")
@@ -79,7 +80,7 @@ class ReturnForecast(Strategy):
 
     def metrics(self, y: np.ndarray, pred: np.ndarray, baseline: np.ndarray, test: Table) -> dict[str, float]:
         out = {"hit_rate": hit_rate(y, pred), "ic": spearman_ic(y, pred)}
-        out.update(trading_view(pred, y, **self._trading_args(test)))
+        out.update(trading_view(pred, y, **self._trading_args(test), periods_per_year=self.periods_per_year))
         return out
 
     def pointwise_loss(self, metric: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
@@ -108,7 +109,8 @@ class ReturnForecast(Strategy):
             hold = {**args, "position": "sign", "vol": None} if name == BUY_AND_HOLD else args
             row = {"candidate": name}
             for multiple in cost_multiples:
-                view = trading_view(pred, y, **{**hold, "cost_bps": self.cost_bps * multiple})
+                view = trading_view(pred, y, **{**hold, "cost_bps": self.cost_bps * multiple},
+                                    periods_per_year=self.periods_per_year)
                 row[f"sharpe_{multiple:g}x_cost"] = view["sharpe"]
                 if multiple == 1:
                     row.update(max_drawdown=view["max_drawdown"], turnover=view["turnover"])
@@ -188,7 +190,7 @@ def _trade(pred: np.ndarray, y: np.ndarray, horizon: int, position: str, vol: np
 
 def trading_view(pred: np.ndarray, y: np.ndarray, horizon: int = 1, position: str = "sign",
                  vol: np.ndarray | None = None, cost_bps: float = 1.0, target_vol: float = 0.10,
-                 max_leverage: float = 2.0, periods_per_year: int = PERIODS_PER_YEAR) -> dict[str, float]:
+                 max_leverage: float = 2.0, periods_per_year: float = PERIODS_PER_YEAR) -> dict[str, float]:
     """Trade the forecast and summarize it.
 
     Returns ``sharpe`` (mean / std of net returns per holding, ddof=1, times

@@ -1,10 +1,11 @@
 """``volatility_forecast``: realized-volatility (HAR) features → next-h realized volatility.
 
-Units: every volatility here is **annualized realized volatility** from daily log returns,
-``RV(n) = sqrt(252 / n * sum of the n squared returns)`` (no demeaning).
+Units: every volatility here is **annualized realized volatility** from log returns,
+``RV(n) = sqrt(P / n * sum of the n squared returns)`` (no demeaning), with ``P`` the bars a year
+(``self.periods_per_year``: 252 for daily prices, 252 x bars a day for intraday ones).
 
 Features at date t (returns up to and including r_t = log P_t/P_{t-1}): the HAR components
-``rv_1`` = sqrt(252) |r_t| (daily), ``rv_5`` (weekly), ``rv_<lookback>`` (monthly, default 22), and
+``rv_1`` = sqrt(P) |r_t| (daily), ``rv_5`` (weekly), ``rv_<lookback>`` (monthly, default 22), and
 the signed return ``ret_lag0`` (leverage effect). Target: RV over the next ``horizon`` returns
 r_{t+1} .. r_{t+h}. Baseline: HAR-RV (Corsi 2009), OLS of the target on
 ``[1, rv_1, rv_5, rv_<lookback>]`` fitted on the train rows (numpy ``lstsq``).
@@ -15,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from strategies.base import (
+from strategies.base import (  # noqa: F401 - PERIODS_PER_YEAR: kept importable from here
+    PERIODS_PER_YEAR,
     Strategy,
     Table,
     adj_close,
@@ -25,7 +27,6 @@ from strategies.base import (
     realized_vol,
 )
 
-PERIODS_PER_YEAR = 252
 WEEK = 5
 VOL_FLOOR = 1e-4
 """QLIKE floors both the forecast and the realized volatility at this annualized vol (0.01 %), so a
@@ -56,12 +57,12 @@ class VolatilityForecast(Strategy):
         close = adj_close(prices, self.lookback + self.horizon + 2, self.name)
         returns = log_returns(close)
         X = pd.DataFrame(
-            {name: realized_vol(returns, n, PERIODS_PER_YEAR)
+            {name: realized_vol(returns, n, self.periods_per_year)
              for name, n in zip(self.har_columns, (1, WEEK, self.lookback))},
             index=close.index,
         )
         X["ret_lag0"] = returns
-        target = np.sqrt(future_sum(np.square(returns), self.horizon) * PERIODS_PER_YEAR / self.horizon)
+        target = np.sqrt(future_sum(np.square(returns), self.horizon) * self.periods_per_year / self.horizon)
         y = target.rename("target")
         keep = finite_rows(X, y)
         X, y = X[keep], y[keep]

@@ -549,7 +549,7 @@ def test_a_price_spike_is_a_logged_repair_or_an_error_naming_the_date(tmp_path, 
         np.testing.assert_array_equal(np.delete(repaired, range(150, 150 + rows)),
                                       np.delete(spx300[column].to_numpy(), range(150, 150 + rows)))
     message = load_error(path, repair=False)
-    assert f"a price spike: 'close' jumps from" in message and f"on {day}" in message
+    assert "a price spike: 'close' jumps from" in message and f"on {day}" in message
     assert "set data.repair: true" in message
 
 
@@ -626,7 +626,7 @@ def hourly_prices(days: int = 400, per_day: int = 7, seed: int = 0) -> pd.DataFr
 def test_intraday_bars_are_annualised_by_their_frequency(tmp_path):
     """Hourly bars: ``data.periods_per_year`` is inferred as 252 x 7 and the strategies use it
     (realized vol sqrt(P) |r|, the trading view's Sharpe); set, it wins."""
-    from harness.backtest.plan import plan
+    from harness.backtest.planning import plan
     from harness.config import parse_config
     from strategies import get_strategy
 

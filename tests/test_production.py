@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.backtest.plan import Plan, plan, production_window
+from harness.backtest.planning import Plan, plan, production_window
 from harness.config import parse_config
 from harness.production import EXAMPLE_ROWS, train_production
 from harness.windows import parse_size

@@ -26,6 +26,7 @@ SMALL = {  # params keeping tables small and warm-ups short on the 900-day fixtu
     "return_forecast": {"horizon": 3, "momentum": [21, 63]},
     "volatility_forecast": {"lookback": 22, "horizon": 5},
     "option_pricer": {"contracts_per_day": 6},
+    "heston_pricer": {"contracts_per_day": 6},
 }
 
 
@@ -88,7 +89,7 @@ def test_build_gives_finite_float_table_on_synthetic_prices(name, prices):
     assert all(dtype == np.float64 for dtype in table.X.dtypes)
     assert np.isfinite(table.X.to_numpy()).all() and np.isfinite(table.y.to_numpy()).all()
     assert table.dates.is_monotonic_increasing and table.dates.isin(prices.index).all()
-    assert table.horizon == {"return_forecast": 3, "volatility_forecast": 5, "option_pricer": 0}[name]
+    assert table.horizon == {"return_forecast": 3, "volatility_forecast": 5, "option_pricer": 0, "heston_pricer": 0}[name]
 
 
 @pytest.mark.skipif(not SP500.exists(), reason="bundled data/sp500.csv not present")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.backtest.plan import Window
+from harness.backtest.planning import Window
 from harness.backtest.window import (
     Fitted,
     Start,
@@ -102,7 +102,7 @@ class Independent(Boundary):
         (at least one window a group)."""
         config = self.config
         budget = STACK_MEMORY_BUDGET if memory_budget is None else memory_budget
-        members = len(config.schedules) * config.training.seeds
+        members = len(config.schedule_labels()) * config.training.seeds  # candidates x seeds
         model, batch_size = config.model.network(), config.training.batch_size
         row_shape = (config.model.sequence, n_features) if config.model.recurrent else (n_features,)
         needs: dict[int, int] = {}  # by train length: expanding windows differ, rolling ones share one
@@ -131,7 +131,8 @@ class Chained(Boundary):
     def __init__(self, config: Config, windows: list[Window]) -> None:
         super().__init__(config, windows)
         self.continues = config.training.boundary == "warm_continue"
-        self.sizes = steps_per_window(config, windows)
+        self.sizes = steps_per_window(config, windows)  # the longest budget's
+        self.budget_sizes = {epochs: steps_per_window(config, windows, epochs) for epochs in config.training.budgets}
 
     def jobs(self, todo: list[Window], *, n_features: int) -> list[Job]:
         return [self._job([window]) for window in todo]
@@ -156,9 +157,12 @@ class Chained(Boundary):
         one schedule spanning every window (:func:`harness.schedules.window_lr_table`)."""
         if not self.continues:
             return Start(previous)
-        training, n = self.config.training, len(self.windows)
-        rows = [window_lr_table(spec, self.sizes, k, "warm_continue", n, training.lr)
-                for spec in self.config.schedules for _ in range(training.seeds)]
+        training, n, longest = self.config.training, len(self.windows), self.sizes[k]
+        rows = []
+        for candidate in self.config.candidates():  # each at its own budget and LR, zeros after its budget
+            own = window_lr_table(candidate.spec, self.budget_sizes[candidate.epochs], k, "warm_continue", n,
+                                  candidate.lr)
+            rows += [np.pad(own, (0, longest - len(own)))] * training.seeds
         return Start(previous, np.stack(rows))
 
     def lr_windows(self, done: list[WindowResult]) -> list[WindowResult]:

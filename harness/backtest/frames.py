@@ -1,6 +1,8 @@
 """The tidy frames one window contributes to a backtest (layouts in ``docs/ARCHITECTURE.md``).
 
-Members are ordered schedule-major, as the trainer labels them: ``labels[m] = (schedule, seed)``.
+Members are ordered schedule-major, as the trainer labels them: ``labels[m] = (schedule, seed)``
+(``schedule`` is the candidate's label when ``training.epochs`` or ``training.lr`` lists several;
+a member of a shorter budget contributes its own epochs and steps only, as if trained alone).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def _members(labels: list, n_rows: int) -> dict[str, np.ndarray]:
 
 
 def predictions(window: int, labels: list, dates: pd.DatetimeIndex, target: np.ndarray,
-                baseline: np.ndarray, preds: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+                baseline: np.ndarray, preds: np.ndarray,
+                extra: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """One row per test row per member: date, window, schedule, seed, prediction, target, baseline,
     then one column per ``extra`` entry (a value per test row, e.g. the ``asset`` of a cross-section)."""
     n_members, n_rows = preds.shape
@@ -42,11 +45,12 @@ def training(window: int, result: Any) -> pd.DataFrame:
     epochs = np.arange(result.val_loss.shape[1])
     best = np.asarray(result.best_epoch)
     val = result.val_loss[np.arange(len(best)), np.clip(best, 0, len(epochs) - 1)] if len(epochs) else np.nan
+    oscillation, train_loss = _per_budget(result, end_oscillation), _per_budget(result, _last_finite)
     return pd.DataFrame({
         "window": window, **_members(result.labels, 1),
         "diverged": np.asarray(result.diverged, dtype=bool),
-        "end_oscillation": end_oscillation(result.step_loss),
-        "train_loss": _last_finite(result.step_loss),
+        "end_oscillation": oscillation,
+        "train_loss": train_loss,
         "val_loss": val,
         "best_epoch": best,
     })
@@ -56,9 +60,33 @@ def curves(window: int, result: Any) -> pd.DataFrame:
     """Validation loss per epoch per member (NaN after a member stopped, or without validation)."""
     val = np.asarray(result.val_loss, dtype=np.float64)
     n_members, n_epochs = val.shape
-    return pd.DataFrame({"window": window, **_members(result.labels, n_epochs),
-                         "epoch": np.tile(np.arange(n_epochs, dtype=np.int64), n_members),
-                         "val_loss": val.reshape(-1)})
+    frame = pd.DataFrame({"window": window, **_members(result.labels, n_epochs),
+                          "epoch": np.tile(np.arange(n_epochs, dtype=np.int64), n_members),
+                          "val_loss": val.reshape(-1)})
+    budget = _budgets(result)
+    if budget is None:
+        return frame
+    return frame[frame["epoch"].to_numpy() < np.repeat(budget, n_epochs)].reset_index(drop=True)
+
+
+def _budgets(result: Any) -> np.ndarray | None:
+    """Each member's budget (epochs) when the members have several, else None."""
+    budget = getattr(result, "budget", None)
+    if budget is None or len(set(np.asarray(budget).tolist())) <= 1:
+        return None
+    return np.asarray(budget, dtype=np.int64)
+
+
+def _per_budget(result: Any, summary: Any) -> np.ndarray:
+    """``summary`` of each member's step losses over its own budget's steps."""
+    budget = _budgets(result)
+    if budget is None:
+        return summary(result.step_loss)
+    out = np.full(len(budget), np.nan)
+    for epochs in np.unique(budget):
+        rows = budget == epochs
+        out[rows] = summary(result.step_loss[rows, :int(epochs) * int(result.steps_per_epoch)])
+    return out
 
 
 def churn(window: int, labels: list, previous: np.ndarray, current: np.ndarray) -> pd.DataFrame:

@@ -18,11 +18,11 @@ import pandas as pd
 
 from harness.backtest import frames
 from harness.backtest.boundary import Boundary
-from harness.backtest.plan import Plan
+from harness.backtest.planning import Plan
 from harness.backtest.window import WindowResult
 from harness.config import Config
 from harness.evaluation import metrics as M
-from harness.schedules import get_schedule
+from harness.evaluation.diagnosis import aggregate_rows
 from strategies import get_strategy
 
 
@@ -54,19 +54,42 @@ class Backtest:
 
     @cached_property
     def strategy(self) -> Any:
-        return get_strategy(self.config.strategy.name, self.config.strategy.params)
+        """The strategy as the backtest scored it (seen through ``training.loss``,
+        :func:`harness.evaluation.losses.loss_view`)."""
+        from harness.evaluation.losses import loss_view
+
+        strategy = loss_view(get_strategy(self.config.strategy.name, self.config.strategy.params,
+                                          periods_per_year=self.config.data.periods_per_year), self.config.training)
+        if getattr(strategy, "loss", None) == "huber" and strategy.huber_delta is None:  # its delta comes from the data
+            from harness.backtest.planning import plan
+
+            the_plan = plan(self.config)
+            self.__dict__.setdefault("table", the_plan.table)
+            return the_plan.strategy
+        return strategy
 
     @cached_property
     def table(self) -> Any:
         """The strategy table the predictions came from (rebuilt from the data when read back)."""
-        from harness.backtest.plan import plan
+        from harness.backtest.planning import plan
 
         return plan(self.config).table
 
     @property
     def labels(self) -> list[str]:
-        """The schedule labels, in config order."""
+        """The candidate labels (schedule x budget x LR; the schedule labels without those axes), in config order."""
         return self.config.schedule_labels()
+
+    def candidate_tags(self) -> dict[str, dict[str, str]]:
+        """Each candidate label's MLflow tags: ``epochs``, ``lr``, ``base_schedule`` (its schedule's label)."""
+        return {candidate.label: candidate.tags() for candidate in self.config.candidates()}
+
+    def undertrained(self) -> pd.DataFrame:
+        """Per candidate, the share of members still improving when training stopped
+        (:func:`harness.evaluation.diagnosis.undertrained`)."""
+        from harness.evaluation.diagnosis import undertrained
+
+        return undertrained(self.curves, self.training)
 
     @property
     def metric(self) -> str:
@@ -93,8 +116,7 @@ class Backtest:
 
     def schedule_params(self) -> dict[str, dict[str, Any]]:
         """Each schedule label's spec: its name and parameters."""
-        specs = [get_schedule(spec) for spec in self.config.schedules]
-        return {s.label: {"name": s.name, **s.params} for s in specs}
+        return {c.label: {"name": c.schedule.name, **c.schedule.params} for c in self.config.candidates()}
 
     def equity_curves(self) -> dict[str, pd.Series]:
         """Each schedule's equity curve over all out-of-sample windows, from its seed-mean predictions,
@@ -116,9 +138,11 @@ def assemble(the_plan: Plan, boundary: Boundary, done: list[WindowResult]) -> Ba
     predictions = pd.concat([w.predictions for w in done], ignore_index=True)
     training = pd.concat([w.training for w in done], ignore_index=True)
     metrics, seed_mean_metrics, aggregates = score(config, strategy, table, predictions, training, churn)
+    curves = pd.concat([w.curves for w in done], ignore_index=True)
+    aggregates = pd.concat([aggregates, aggregate_rows(curves, training)], ignore_index=True)  # still_improving
     backtest = Backtest(
         config=config, data_hash=the_plan.data_hash, predictions=predictions, training=training,
-        curves=pd.concat([w.curves for w in done], ignore_index=True), churn=churn,
+        curves=curves, churn=churn,
         lr_curves=frames.lr_curves(_lr_curves(config, boundary.lr_windows(done))), metrics=metrics,
         seed_mean_metrics=seed_mean_metrics, aggregates=aggregates,
     )
@@ -144,7 +168,7 @@ def _member_predictions(result: WindowResult) -> np.ndarray:
 
 
 def _lr_curves(config: Config, windows: list[WindowResult]) -> dict[str, np.ndarray]:
-    """Each schedule's LR per step for its first seed over ``windows``."""
-    seeds = config.training.seeds
-    return {label: np.concatenate([w.lr[i * seeds] for w in windows])
-            for i, label in enumerate(config.schedule_labels())}
+    """Each candidate's LR per step for its first seed over ``windows`` (its own budget's steps)."""
+    seeds, longest = config.training.seeds, max(config.training.budgets)
+    return {c.label: np.concatenate([w.lr[i * seeds, :c.epochs * (w.lr.shape[1] // longest)] for w in windows])
+            for i, c in enumerate(config.candidates())}

@@ -2,19 +2,36 @@
 
 A backtest is one MLflow parent run, opened before the first window trains. Its identity is the
 tags :data:`IDENTITY` (config hash, data hash and code version); its owner is the process that
-holds it (tags ``process.host``, ``process.pid``, ``process.started``). After each finished chunk the
-driver saves those windows' results into the parent's artifacts (``checkpoint/window_00007.pkl``;
-for chained boundary policies also ``checkpoint/state.pkl``, the members after the newest window,
-which the next window starts from). Nothing else is written until the end, when the schedules are
-logged as nested runs in one go.
+holds it (tags ``process.host``, ``process.pid``, ``process.started``). The parent goes through
+these steps, each resumable, and stays RUNNING until the last one is done:
+
+1. **training**: after each finished chunk the driver saves those windows' results into the
+   parent's artifacts (``checkpoint/window_00007.pkl``; for chained boundary policies also
+   ``checkpoint/state.pkl``, the members after the newest window, which the next window starts from);
+2. **logging**: one nested run per schedule, each ended FINISHED only once all of it is logged,
+   then the parent's tables and figures (:func:`harness.tracking.finish_backtest`, idempotent:
+   a schedule with a FINISHED nested run is skipped, partial ones are trashed and logged anew);
+3. **selection**: the selection report and figures, then its tags (``selected_schedule``, ...) in
+   one write;
+4. the parent is ended FINISHED: the one write that says the backtest is complete.
 
 Started again, the same backtest finds its earlier parent run:
 
-- FINISHED: nothing to do (``harness run --rerun`` starts a new one);
+- FINISHED: nothing to do (``harness run --rerun`` starts a new one). A FINISHED parent without
+  ``selected_schedule`` (written by an older version, killed during its selection) gets its
+  selection logged now;
 - KILLED, FAILED, or RUNNING in a process that no longer exists: it is taken over; its saved
-  windows are loaded, not retrained, nested runs left by a kill during the final logging are
-  deleted, and the rest runs. Runs left RUNNING by dead processes are ended KILLED;
+  windows are loaded, not retrained, nested runs that are not complete are trashed, and the
+  remaining steps run (complete schedule runs are kept, never logged twice). Runs left RUNNING by
+  dead processes are ended KILLED;
 - RUNNING in a live process (or on another host, which cannot be checked): an error says so.
+
+Ctrl-C and ``kill`` (SIGTERM) under :func:`interrupts` raise KeyboardInterrupt *and* are
+remembered: Python delivers the signal wherever the main thread is, and an interrupt raised
+inside a finalizer (``Exception ignored in ...``) or turned into another error by C code would
+otherwise be lost. :func:`check_interrupted` re-raises a remembered one between steps (after each
+checkpoint, before the logging and the selection, before the parent is ended FINISHED), so an
+interrupted run always ends KILLED with exit status 130, never FINISHED with 0.
 
 Checkpoints are pickles written by this code into your own tracking store; trust the store as
 you trust the code. A checkpoint file that does not load (cut short by a kill, or written by
@@ -25,8 +42,11 @@ from __future__ import annotations
 
 import logging
 import pickle
+import signal
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,19 +92,21 @@ class Checkpoint:
             tracking.save_files(self.store, self.run_id, folder, CHECKPOINT)
         self.done.update({result.index: replace(result, fitted=None) for result in results})
         if not self.boundary.chained:
+            check_interrupted()
             return
         last = max(results, key=lambda result: result.index)
         with tempfile.TemporaryDirectory(prefix="harness-checkpoint-") as folder:
             _write(Path(folder) / STATE_FILE, {"index": last.index, "fitted": last.fitted})
             tracking.save_files(self.store, self.run_id, folder, CHECKPOINT)
         self.state = last.fitted
+        check_interrupted()  # a Ctrl-C lost inside the training (see interrupts) stops the run here
 
     @classmethod
     def load(cls, store: Any, run_id: str, config: Config, boundary: Boundary) -> "Checkpoint":
         """The saved windows of run ``run_id`` that load and fit ``config`` (others are dropped),
         as far as the boundary policy can continue from them."""
         n_windows = len(boundary.windows)
-        members = len(config.schedules) * config.training.seeds
+        members = len(config.schedule_labels()) * config.training.seeds  # candidates x seeds
         labels = set(config.schedule_labels())
         done: dict[int, WindowResult] = {}
         state = None
@@ -132,6 +154,7 @@ class Earlier:
     """What the store holds of this backtest already."""
 
     finished: str | None = None   # newest FINISHED parent run
+    unselected: bool = False      # ... which lacks its selection (an older version killed during it)
     resumable: str | None = None  # newest unfinished parent run whose process is gone
     closed: list[str] = field(default_factory=list)  # left RUNNING by dead processes, now KILLED
 
@@ -139,7 +162,9 @@ class Earlier:
 def find_earlier(store: Any, experiment: str, tags: Mapping[str, str], *, rerun: bool = False) -> Earlier:
     """Classify the earlier parent runs with the same :data:`IDENTITY` tags, newest first.
 
-    The newest decides (FINISHED, or unfinished and resumable); with ``rerun`` none does. Runs
+    The newest decides (FINISHED, or unfinished and resumable); with ``rerun`` none does. A parent
+    is FINISHED only once its schedules and its selection are logged; ``unselected`` marks one
+    without ``selected_schedule`` (left by an older version), whose selection is logged now. Runs
     left RUNNING by dead processes on this host are ended KILLED on the way. A run RUNNING in a
     live process, or on another host, met before any decisive one is an error (``rerun`` skips
     the other-host ones).
@@ -161,6 +186,7 @@ def find_earlier(store: Any, experiment: str, tags: Mapping[str, str], *, rerun:
             continue
         if status == "FINISHED":
             earlier.finished = run_id
+            earlier.unselected = not isinstance(run.get("tags.selected_schedule"), str)
         else:
             earlier.resumable = run_id
         decided = True
@@ -176,11 +202,13 @@ def begin(store: Any, config: Config, tags: Mapping[str, str], earlier: Earlier,
         run_id = tracking.start_backtest(store, config.experiment, run_name=run_name,
                                          config=config.model_dump(mode="json"), tags={**tags, **owner})
         return Checkpoint(store, run_id, boundary)
-    tracking.reopen_run(store, earlier.resumable, owner)
+    tracking.reopen_run(store, earlier.resumable, owner,
+                        config=config.model_dump(mode="json"))  # the params a kill left out
     try:
-        removed = tracking.delete_child_runs(store, earlier.resumable)  # left by a kill during final logging
-        if removed:
-            log.info("deleted %d partial schedule runs of %s", len(removed), earlier.resumable)
+        kept = tracking.prune_child_runs(store, earlier.resumable)  # partial ones trashed, complete ones kept
+        if kept:
+            log.info("run %s already holds %d complete schedule runs; they are not logged again",
+                     earlier.resumable, len(kept))
         return Checkpoint.load(store, earlier.resumable, config, boundary)
     except BaseException as exc:
         tracking.end_run(store, earlier.resumable, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -209,3 +237,44 @@ def _busy(experiment: str, run: Mapping[str, Any], owner: str) -> HarnessError:
         f"this backtest is RUNNING in experiment '{experiment}' as run {run['run_id']} ({where}), which this "
         "host cannot check; wait for it, or pass --rerun to start a new run"
     )
+
+
+# --- Ctrl-C and kill, never lost ----------------------------------------------------------------
+
+_pending: list[int] = []  # signals received under interrupts() and not yet cleared
+
+
+@contextmanager
+def interrupts() -> Iterator[None]:
+    """For the block, SIGINT (Ctrl-C) and SIGTERM (``kill PID``) raise KeyboardInterrupt and are
+    remembered (:func:`interrupted`, :func:`check_interrupted`); the previous handlers come back
+    after. Outside the main thread (where handlers cannot be set) it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    _pending.clear()
+    for number in previous:
+        signal.signal(number, _on_signal)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        _pending.clear()
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl-C or SIGTERM came under :func:`interrupts` (even if its KeyboardInterrupt was lost)."""
+    return bool(_pending)
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if an interrupt came and was lost on the way (see :func:`interrupts`)."""
+    if _pending:
+        raise KeyboardInterrupt
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    _pending.append(signum)
+    raise KeyboardInterrupt

@@ -1,6 +1,6 @@
 """``harness run``: the walk-forward loop, top to bottom, and the backtest logged to MLflow.
 
-config → :func:`~harness.backtest.plan.plan` (data, strategy table, windows) → the boundary
+config → :func:`~harness.backtest.planning.plan` (data, strategy table, windows) → the boundary
 policy's jobs → an executor trains them → :func:`~harness.backtest.result.assemble` (tidy frames
 and scores) → figures → :mod:`harness.tracking` → the selection.
 """
@@ -14,16 +14,17 @@ from typing import Any
 
 import pandas as pd
 
+import harness.training.loop  # noqa: F401 - torch, which the run needs: imported with it, not inside its timing
 from harness import __version__, provenance, tracking
-from harness.backtest import resume
+from harness.backtest import resume, sidecar
 from harness.backtest.boundary import policy
 from harness.backtest.executors import Work, check_execution, open_executor
-from harness.backtest.plan import Plan, plan
+from harness.backtest.planning import Plan, plan
 from harness.backtest.result import Backtest, assemble
 from harness.backtest.window import WindowResult, steps_per_window
 from harness.config import Config
 from harness.errors import HarnessError
-from harness.evaluation.selection import SelectionReport, select
+from harness.evaluation.selection import SelectionReport
 
 
 def run_backtest(config: Config, *, prices: pd.DataFrame | None = None, progress: bool = True) -> Backtest:
@@ -46,7 +47,7 @@ def run_windows(the_plan: Plan, *, progress: bool = True, keep_fitted: bool = Fa
     todo = [w for w in the_plan.windows if w.index not in done]
     jobs = boundary.jobs(todo, n_features=the_plan.table.X.shape[1])
     work = Work(config, the_plan.strategy, the_plan.table, boundary, keep_fitted)
-    members = len(config.schedules) * config.training.seeds
+    members = len(config.schedule_labels()) * config.training.seeds  # candidates x seeds
     with _progress_bar(config, len(the_plan.windows), progress, initial=len(done)) as bar, \
             open_executor(config.execution, work, n_jobs=boundary.workers(len(jobs))) as executor:
         for results in boundary.run(executor, jobs, checkpoint.state if checkpoint else None):
@@ -72,6 +73,7 @@ class Outcome:
     resumed: int = 0
     seconds: float = 0.0
     log_seconds: float = 0.0
+    train_seconds: float = 0.0  # of ``seconds``: the trainer's (summed over workers); the rest is the windows' other work
     selection: SelectionReport | None = None
     selection_error: str = ""
 
@@ -89,11 +91,15 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
                 rerun: bool = False) -> Outcome:
     """``harness run``: the backtest, one MLflow parent run with a child per schedule, the selection.
 
-    Resumable (:mod:`harness.backtest.resume`): the parent run opens before training, finished
-    windows are saved into it as they come, and an interrupted run of the same backtest is taken
-    over. If the same backtest already finished, it is read back, not run (``rerun=True`` starts a
-    new one). The parent ends FINISHED, FAILED on an error, or KILLED on Ctrl-C (:class:`Interrupted`).
+    Resumable at every step (:mod:`harness.backtest.resume`): the parent run opens before training,
+    finished windows are saved into it as they come, then the schedule runs are logged (a schedule
+    logged by an interrupted session is kept, not logged twice), then the selection; the parent
+    ends FINISHED only after all of it. An interrupted run of the same backtest is taken over and
+    its missing steps done. If the same backtest already finished, it is read back, not run
+    (``rerun=True`` starts a new one). The parent ends FINISHED, FAILED on an error, or KILLED on
+    Ctrl-C (:class:`Interrupted`), also when the Ctrl-C was lost on the way (:func:`resume.interrupts`).
     """
+    sidecar.start()  # figures and selection off the critical path: it imports their libraries while this trains
     store = tracking.resolve_store(tracking_uri(config))
     tracking.check_server(store)
     tracking.ensure_experiment(store, config.experiment)  # before any work: a bad store fails fast
@@ -104,58 +110,69 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
     earlier = resume.find_earlier(store, config.experiment, tags, rerun=rerun)
     if earlier.finished:
         outcome = Outcome(tracking.load_backtest(store, earlier.finished), store, earlier.finished, trained=False)
-        _select(outcome)
+        if earlier.unselected:
+            select_and_log(outcome)  # an older version's kill during the selection: log it now
+        else:
+            _select(outcome)
         return outcome
     checkpoint = resume.begin(store, config, tags, earlier, policy(config, the_plan.windows),
                               run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}")
     resumed = len(checkpoint.done)
     started = time.perf_counter()
     try:
-        backtest = assemble(the_plan, checkpoint.boundary, run_windows(the_plan, progress=progress,
-                                                                       checkpoint=checkpoint))
+        loaded = set(checkpoint.done)
+        results = run_windows(the_plan, progress=progress, checkpoint=checkpoint)
+        backtest = assemble(the_plan, checkpoint.boundary, results)
         trained = time.perf_counter() - started
-        log_backtest(store, checkpoint.run_id, backtest, tags)
-    except KeyboardInterrupt:
-        tracking.end_run(store, checkpoint.run_id, "KILLED")
-        raise Interrupted(len(checkpoint.done), len(the_plan.windows), checkpoint.run_id) from None
-    except BaseException:
-        tracking.end_run(store, checkpoint.run_id, "FAILED")
+        resume.check_interrupted()
+        log_backtest(store, checkpoint.run_id, backtest, tags)  # the schedule runs; the parent stays RUNNING
+        outcome = Outcome(backtest, store, checkpoint.run_id, resumed=resumed, seconds=trained,
+                          log_seconds=time.perf_counter() - started - trained,
+                          train_seconds=sum(r.train_seconds for r in results if r.index not in loaded))
+        resume.check_interrupted()
+        select_and_log(outcome)  # its tags are the last thing logged
+        resume.check_interrupted()
+        tracking.end_run(store, checkpoint.run_id, "FINISHED")  # complete: a rerun has nothing to do
+    except BaseException as exc:
+        # a Ctrl-C also when C code turned its KeyboardInterrupt into another error (resume.interrupts)
+        stopped = isinstance(exc, KeyboardInterrupt) or resume.interrupted()
+        tracking.end_run(store, checkpoint.run_id, "KILLED" if stopped else "FAILED")
+        if stopped:
+            raise Interrupted(len(checkpoint.done), len(the_plan.windows), checkpoint.run_id) from None
         raise
-    outcome = Outcome(backtest, store, checkpoint.run_id, resumed=resumed, seconds=trained,
-                      log_seconds=time.perf_counter() - started - trained)
-    select_and_log(outcome)
     return outcome
 
 
 def log_backtest(store: Any, run_id: str, backtest: Backtest, tags: dict[str, str]) -> None:
-    """Draw the backtest's figures and log it into its open parent run ``run_id`` (ended FINISHED)."""
-    from harness.figures import backtest_figures
+    """Draw the backtest's figures and log it into its open parent run ``run_id``, which stays RUNNING
+    (:func:`run_and_log` ends it after the selection); schedules an interrupted session logged are kept.
 
+    The figures (:func:`sidecar.draw_backtest`) are drawn by the side process when one runs, which
+    then starts the selection too (:func:`select_and_log` collects it), else here."""
     backtest.run_id = run_id
     with tempfile.TemporaryDirectory(prefix="harness-figures-") as folder:
-        parent_files, schedule_files = backtest_figures(backtest, folder)  # equity.png too, with a trading view
+        parent_files, schedule_files = sidecar.figures(backtest, folder)  # equity.png, training_curve(s).png too
         tracking.finish_backtest(store, run_id, backtest, tags=tags, parent_files=parent_files,
-                                 schedule_files=schedule_files)
+                                 schedule_files=schedule_files, finish=False)
 
 
 def select_and_log(outcome: Outcome) -> None:
     """The selection of ``harness select`` on a just-finished backtest, its report and figures logged
-    to the parent run (tag ``selected_schedule``). The backtest is already FINISHED and saved: a
+    to the parent run (tag ``selected_schedule``). The backtest is already saved: a
     selection that cannot be made (say, too few out-of-sample rows for the tests) is kept as a
-    line on the outcome, not raised."""
-    from harness.figures import selection_figures
-
+    line on the outcome, not raised. Made, and its figures drawn, by the side process when
+    :func:`log_backtest` handed it the backtest, else here."""
     report = _select(outcome)
     if report is None:
         return
     with tempfile.TemporaryDirectory(prefix="harness-selection-") as folder:
-        tracking.log_selection(outcome.store, outcome.run_id, selection_figures(report, folder), report.tags())
+        tracking.log_selection(outcome.store, outcome.run_id, sidecar.selection_files(report, folder), report.tags())
 
 
 def _select(outcome: Outcome) -> SelectionReport | None:
     """The selection of the outcome's backtest, kept on the outcome (or why it could not be made)."""
     try:
-        outcome.selection = select(outcome.backtest)
+        outcome.selection = sidecar.select(outcome.backtest)
     except HarnessError as error:
         outcome.selection_error = str(error)
     return outcome.selection

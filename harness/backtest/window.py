@@ -8,17 +8,20 @@ Which windows train together, and from which weights, is the boundary policy's d
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from harness.backtest import frames
-from harness.backtest.plan import Window
+from harness.backtest.planning import Window
 from harness.config import Config
 from harness.errors import HarnessError
-from harness.training import WindowData, train_windows
+
+if TYPE_CHECKING:
+    from harness.training import WindowData
 
 
 @dataclass
@@ -71,6 +74,8 @@ class WindowResult:
     labels: list
     next_predictions: np.ndarray | None = None
     fitted: Fitted | None = field(default=None, repr=False)
+    train_seconds: float = 0.0  # this window's share of its stack's training (wall seconds in the trainer)
+    work_seconds: float = 0.0   # its own work around the training: scalers, baseline, predictions, frames
 
 
 @dataclass(frozen=True)
@@ -95,22 +100,41 @@ class WindowTrainer:
               ) -> list[WindowResult]:
         """Train ``windows`` in one stack (each member reading its own window's own-scaled rows) and
         predict their test slices; bitwise the same as training each window alone."""
+        from harness.training import train_windows  # torch: imported by what trains, not by what reads results
+
+        started = time.perf_counter()
         prepared = [self._prepare(window, start) for window, start in zip(windows, starts)]
+        training = time.perf_counter()
         trained = train_windows([data for data, _, _ in prepared], **train_settings(self.config))
-        return [self._finish(window, Fitted(result, x_scaler, y_scaler), next_test_rows.get(window.index))
-                for window, (_, x_scaler, y_scaler), result in zip(windows, prepared, trained)]
+        finishing = time.perf_counter()
+        results = [self._finish(window, Fitted(result, x_scaler, y_scaler), next_test_rows.get(window.index))
+                   for window, (_, x_scaler, y_scaler), result in zip(windows, prepared, trained)]
+        around = (training - started) + (time.perf_counter() - finishing)
+        for result in results:  # the stack's seconds shared out evenly: what each window cost
+            result.train_seconds = (finishing - training) / len(results)
+            result.work_seconds = around / len(results)
+        return results
 
     def _prepare(self, window: Window, start: Start) -> tuple[WindowData, Scaler, Scaler]:
         """A window's training data, scaled by scalers fitted on its train rows only."""
+        from harness.training import WindowData
+
         X, y = self.X, self.y
         fit_rows, val_rows = split_validation(window.train_rows, self.config.training.validation)
         x_scaler, y_scaler = Scaler.fit(X[window.train_rows]), Scaler.fit(y[window.train_rows])
+        if getattr(self.strategy, "classifier", False):  # training.loss: bce trains on the labels themselves
+            y_scaler = Scaler(np.asarray(0.0), np.asarray(1.0))
         validation = ((x_scaler.transform(self.inputs(val_rows)), y_scaler.transform(y[val_rows]))
                       if len(val_rows) else (None, None))
         init = start.init.result if start.init is not None else None
         data = WindowData(x_scaler.transform(self.inputs(fit_rows)), y_scaler.transform(y[fit_rows]), *validation,
-                          init_state=init, lr_tables=start.lr_tables)
+                          init_state=init, lr_tables=start.lr_tables, huber_delta=self._huber_delta(y_scaler))
         return data, x_scaler, y_scaler
+
+    def _huber_delta(self, y_scaler: Scaler) -> float | None:
+        """training.loss huber: the backtest's delta (target units) in this window's scaled units."""
+        delta = getattr(self.strategy, "huber_delta", None) if self.config.training.loss == "huber" else None
+        return None if delta is None else float(delta / np.max(y_scaler.std))
 
     def _finish(self, window: Window, fitted: Fitted, next_test_rows: np.ndarray | None) -> WindowResult:
         """Predict a trained window's test rows (and the next window's), as tidy frames."""
@@ -143,11 +167,12 @@ def train_settings(config: Config) -> dict[str, Any]:
         model=config.model.network(), schedules=config.schedules, seeds=training.seeds,
         epochs=training.epochs, batch_size=training.batch_size, lr=training.lr,
         optimizer=training.optimizer, weight_decay=training.weight_decay, momentum=training.momentum,
-        grad_clip=training.grad_clip, patience=training.patience, seed=training.seed,
+        grad_clip=training.grad_clip, patience=training.patience, seed=training.seed, loss=training.loss,
     )
 
 
-def model_inputs(config: Config, X: np.ndarray, rows: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+def model_inputs(config: Config, X: np.ndarray, rows: np.ndarray,
+                 previous: np.ndarray | None = None) -> np.ndarray:
     """What the network reads for ``rows`` of the table's features ``X``: an MLP the rows themselves,
     ``[n, F]``; a GRU/LSTM each row's last ``model.sequence`` rows, oldest first, ``[n, L, F]``
     (the table's first row repeated where a sequence would start before it). With ``previous``
@@ -167,9 +192,9 @@ def model_inputs(config: Config, X: np.ndarray, rows: np.ndarray, previous: np.n
 
 
 def previous_rows(table: Any) -> np.ndarray | None:
-    """For a table with an ``asset`` level in its index (a cross-section, rows in date order): each
-    row's position's previous row of the same asset (its own position for the asset's first row),
-    ``[n]``; None for other tables (a row's previous row is the table's previous row)."""
+    """For a table with an ``asset`` level in its index (a cross-section, rows in date order): the
+    position of each row's previous row of the same asset (the row itself for the asset's first
+    row), ``[n]``; None for other tables (there a row's previous row is the table's previous row)."""
     index = table.X.index
     if "asset" not in (index.names or ()):
         return None
@@ -190,11 +215,13 @@ def row_columns(table: Any) -> dict[str, np.ndarray] | None:
     return {"asset": index.get_level_values("asset").to_numpy()}
 
 
-def steps_per_window(config: Config, windows: list[Window]) -> list[int]:
-    """Optimizer steps each window's members take (epochs x batches of the fit rows)."""
+def steps_per_window(config: Config, windows: list[Window], epochs: int | None = None) -> list[int]:
+    """Optimizer steps each window's members take (epochs x batches of the fit rows); ``epochs``:
+    a budget (default the longest of ``training.epochs``)."""
     training = config.training
+    epochs = max(training.budgets) if epochs is None else epochs
     return [
-        training.epochs * int(np.ceil(len(split_validation(w.train_rows, training.validation)[0]) / training.batch_size))
+        epochs * int(np.ceil(len(split_validation(w.train_rows, training.validation)[0]) / training.batch_size))
         for w in windows
     ]
 

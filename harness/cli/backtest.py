@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from typing import Any
 
@@ -15,13 +14,17 @@ CONFIG_HELP = """\
 config file (YAML; every field has a default, so an empty file is valid). Sections:
   experiment: NAME                      MLflow experiment (one per backtest)
   data:       source (csv|parquet|yfinance|synthetic), path, tickers, start, end, interval,
-              cache_dir, synthetic {model: gbm|heston|regime, n_days, seed, ...}, repair
+              cache_dir, synthetic {model: gbm|heston|regime, n_days, seed, ...}, repair,
+              delimiter, decimal, dayfirst (CSV; null: read from the file),
+              periods_per_year (null: from the dates: 252 daily, 252 x bars a day intraday)
   strategy:   name (return_forecast|volatility_forecast|option_pricer|pkg.mod:Class), params {...}
-  model:      type (mlp|gru|lstm), hidden [64, 64], activation (relu|tanh|gelu|silu), dropout,
-              sequence 21 (gru/lstm: each input is the row's last 21 table rows)
+  model:      type (mlp|gru|lstm|"pkg.mod:Class"), hidden [64, 64], activation (relu|tanh|gelu|silu), dropout,
+              sequence 21 (gru/lstm: each input is the row's last 21 table rows), params {...} (a user's
+              class, built as Class(n_features=..., n_outputs=..., **params))
   training:   optimizer (adamw|sgd), lr, weight_decay, momentum, epochs, batch_size, seeds, seed,
               validation (tail fraction), patience, grad_clip,
-              boundary (fresh|warm_restart|warm_continue)
+              boundary (fresh|warm_restart|warm_continue), loss (mse|mae|huber|bce), huber_delta;
+              epochs and lr take lists ([20, 80, 320]): every schedule at every value, one candidate each
   windows:    mode (rolling|expanding), train, test, step (observations or "3Y"/"6M"/"63D"),
               purge, embargo, short_purge (error|warn)
   schedules:  list of names or {name: ..., params}; see `harness schedules`
@@ -76,7 +79,7 @@ def _config_args(parser: argparse.ArgumentParser, many: bool = False) -> None:
 def _load(args: argparse.Namespace, path: str | None = None):
     """The config at ``path`` (``harness run``'s files, one at a time), else ``args.config`` (a single
     file or None for the default config), with ``--set`` and ``--tracking-uri`` applied."""
-    from harness.config import load_config
+    from harness.config import load_config, read_yaml
 
     overrides: dict[str, Any] = {}
     for item in args.overrides:
@@ -84,7 +87,7 @@ def _load(args: argparse.Namespace, path: str | None = None):
         if not sep or not key:
             raise HarnessError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.epochs=5")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key.strip()] = read_yaml(value)  # YAML 1.2 numbers: --set training.lr=1e-2
         except yaml.YAMLError:
             raise HarnessError(f"--set {item!r}: VALUE is not valid YAML") from None
     if getattr(args, "tracking_uri", None):
@@ -108,26 +111,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.backtest import Interrupted, run_and_log
+    from harness.backtest import Interrupted, resume, run_and_log
     from harness.cli.render import batch_summary, outcome_text
 
     paths = args.config or [None]
     configs = [_load(args, path) for path in paths]  # every file is validated before any training
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops like Ctrl-C: the run ends KILLED, resumable
     outcomes = []
-    for config in configs:
-        try:
-            outcomes.append(run_and_log(config, progress=not args.no_progress, rerun=args.rerun))
-        except Interrupted as stop:
-            print(f"harness: {stop}", file=sys.stderr)
-            return 130
-        print(outcome_text(outcomes[-1]))
-    if len(outcomes) > 1:
-        print("\n" + batch_summary(outcomes))
+    # Ctrl-C, and `kill PID` likewise, stop the run in every phase: it ends KILLED, resumable, exit 130
+    # (also when the KeyboardInterrupt was lost inside a finalizer or C code: resume.interrupts).
+    with resume.interrupts():
+        for config in configs:
+            try:
+                outcomes.append(run_and_log(config, progress=not args.no_progress, rerun=args.rerun))
+            except Interrupted as stop:
+                print(f"harness: {stop}", file=sys.stderr)
+                return 130
+            print(outcome_text(outcomes[-1]))
+            resume.check_interrupted()
+        if len(outcomes) > 1:
+            print("\n" + batch_summary(outcomes))
+        resume.check_interrupted()  # main: "harness: interrupted", 130
     return 0
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-

@@ -48,6 +48,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     elif args.force:
         raise HarnessError("--force only applies with --register NAME; add --register or drop --force")
     store = tracking.resolve_store(args.tracking_uri)
+    tracking.check_server(store)  # a server that does not answer: one line in seconds, not MLflow's retries
     taken = _which_backtest(store, args.experiment, latest=args.latest)
     backtest = tracking.load_backtest(store, taken.run_id)
     report = selection.select(backtest, {"metric": args.metric, "alpha": args.alpha, "rule": args.rule})
@@ -121,31 +122,47 @@ def _took(run: Any, n_windows: int) -> str:
 
 
 def _register(store: Any, config: Any, report: Any, name: str, taken: Any) -> Any:
-    """Retrain the selected schedule on the production window, register it (the version tagged with
-    its train span and ``beats_baseline``), and check the round trip."""
+    """Retrain the selected schedule on the production window and register it (the version tagged with
+    its train span and ``beats_baseline``). The alias moves only after the new version loads back and
+    reproduces the harness's predictions (``tracking.register_model``); a Ctrl-C, even one lost on the
+    way, stops it before the alias moves (exit 130), and a kill leaves the alias where it was."""
     import numpy as np
     import torch
 
     from harness import tracking
+    from harness.backtest import resume
     from harness.production import train_production
 
-    production = train_production(config, report.selected)
-    version_tags = {**production.span(), "beats_baseline": "true" if report.beats_baseline else "false",
-                    "baseline": report.baseline, "source_backtest": report.run_id,
-                    "config_hash": taken.config_hash, "selected_schedule": report.selected}
-    registered = tracking.register_model(
-        store, config.experiment, production.model, name=name, input_example=production.example,
-        run_name=f"production-{name}", params=production.params(),
-        tags={"source_backtest": report.run_id, "selected_schedule": report.selected,
-              "strategy": config.strategy.name, "beats_baseline": version_tags["beats_baseline"]},
-        version_tags=version_tags,
-    )
-    loaded = tracking.load_registered_model(store, name, registered.alias)
-    with torch.no_grad():
-        again = loaded(torch.as_tensor(production.example)).numpy()
-    gap = float(np.max(np.abs(again - production.expected)))
-    if not gap <= 1e-6:
-        raise RuntimeError(f"the registered model's predictions differ from the harness's by {gap:.3g}")
+    with resume.interrupts():
+        try:
+            production = train_production(config, report.selected)
+            version_tags = {**production.span(), "beats_baseline": "true" if report.beats_baseline else "false",
+                            "baseline": report.baseline, "source_backtest": report.run_id,
+                            "config_hash": taken.config_hash, "selected_schedule": report.selected,
+                    "epochs": str(production.epochs), "lr": f"{production.lr:g}"}
+            gaps: list[float] = []
+
+            def verify(loaded: Any) -> None:  # the version as users will load it, before the alias points at it
+                with torch.no_grad():
+                    again = loaded(torch.as_tensor(production.example)).numpy()
+                gaps.append(float(np.max(np.abs(again - production.expected))))
+                if not gaps[-1] <= 1e-6:
+                    raise RuntimeError(f"the registered model's predictions differ from the harness's by "
+                                       f"{gaps[-1]:.3g}")
+                resume.check_interrupted()
+
+            registered = tracking.register_model(
+                store, config.experiment, production.model, name=name, input_example=production.example,
+                run_name=f"production-{name}", params=production.params(),
+                tags={"source_backtest": report.run_id, "selected_schedule": report.selected,
+                      "strategy": config.strategy.name, "beats_baseline": version_tags["beats_baseline"]},
+                version_tags=version_tags, verify=verify,
+            )
+        except BaseException:
+            if resume.interrupted():  # a Ctrl-C that C code turned into another error is still a Ctrl-C
+                raise KeyboardInterrupt from None
+            raise
+    gap = gaps[-1]
     forced = "" if report.beats_baseline else (
         f"; registered with --force although no schedule beats the baseline '{report.baseline}' "
         "(version tag beats_baseline=false)")

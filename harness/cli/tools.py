@@ -30,9 +30,15 @@ def add_parsers(commands: Any) -> None:
         "Defaults: the reference workload, 30 members, MLP 2x64, 20 features, 1000 rows, batch 64, 50 epochs. "
         "With --windows N: the walk-forward workload (N rolling windows of S&P 500 returns, 3 schedules x "
         "--seeds members each) trained three ways: a plain torch loop per member, each window's members "
-        "stacked (windows in turn), and all windows' members in one stack.",
+        "stacked (windows in turn), and all windows' members in one stack. "
+        "With --e2e: the whole `harness run` process, start to exit, against the plain torch script a user would "
+        "write for the same walk-forward work (shipped with the bench, run as its own process): --windows N "
+        "(default 10) rolling windows of --rows (default 484) S&P 500 rows, 3 schedules x --seeds, 20 epochs, "
+        "batch 64, --threads (default 1) torch threads, best of --repeats (default 2); prints e2e_speedup.",
     )
     bench.add_argument("--windows", type=int, help="measure the walk-forward workload over N windows")
+    bench.add_argument("--e2e", action="store_true",
+                       help="time the whole `harness run` process against the plain torch script (see above)")
     bench.add_argument("--members", type=int, default=30,
                        help="members (schedules x seeds, see above), default 30 = 10 schedules x 3 seeds")
     bench.add_argument("--width", type=int, default=64, help="hidden width of the MLP, default 64")
@@ -42,7 +48,7 @@ def add_parsers(commands: Any) -> None:
     bench.add_argument("--features", type=int, default=20, help="input features, default 20")
     bench.add_argument("--epochs", type=int, help="epochs, default 50 (--windows: 20)")
     bench.add_argument("--batch-size", type=int, help="batch size, default 64")
-    bench.add_argument("--repeats", type=int, default=3, help="timed repeats (medians), default 3")
+    bench.add_argument("--repeats", type=int, help="timed repeats (medians), default 3 (--e2e: best of 2)")
     bench.add_argument("--threads", type=int,
                        help="torch threads for every side (and the peak), default torch's default (all cores)")
     bench.add_argument("--no-wide", action="store_true", help="skip the wider workload (3x256, batch 512)")
@@ -73,10 +79,13 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.e2e:
+        return _cmd_bench_e2e(args)
     import torch
 
     from harness import bench
 
+    args.repeats = args.repeats if args.repeats is not None else 3
     windowed = args.windows is not None
     args.rows = args.rows if args.rows is not None else (504 if windowed else bench.REFERENCE["rows"])
     args.epochs = args.epochs if args.epochs is not None else (20 if windowed else bench.REFERENCE["epochs"])
@@ -104,9 +113,38 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         figures["end_to_end"] = bench_scale(repeats=args.repeats)
         print("\n" + format_scale(figures["end_to_end"]))
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
-        except OSError as exc:
-            raise HarnessError(f"--json: cannot write {args.json}: {exc.strerror}") from None
+    _write_json(args.json, figures)
     return 0
+
+
+def _cmd_bench_e2e(args: argparse.Namespace) -> int:
+    """``harness bench --e2e``: no torch in this process (each side is a process of its own)."""
+    from harness.bench.e2e import bench_e2e, format_e2e
+
+    if args.scale:
+        raise HarnessError("--e2e: times whole processes; run --scale separately")
+    sizes = dict(windows=10 if args.windows is None else args.windows, rows=484 if args.rows is None else args.rows,
+                 seeds=args.seeds, epochs=20 if args.epochs is None else args.epochs,
+                 batch_size=64 if args.batch_size is None else args.batch_size,
+                 threads=1 if args.threads is None else args.threads,
+                 repeats=2 if args.repeats is None else args.repeats, width=args.width, depth=args.depth)
+    for name, value in sizes.items():
+        if value <= 0:
+            raise HarnessError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise HarnessError(f"--json: the folder of {args.json} does not exist")
+    figures = bench_e2e(sizes["windows"], rows=sizes["rows"], features=args.features,
+                        hidden=(sizes["width"],) * sizes["depth"], seeds=sizes["seeds"], epochs=sizes["epochs"],
+                        batch_size=sizes["batch_size"], threads=sizes["threads"], repeats=sizes["repeats"])
+    print(format_e2e(figures))
+    _write_json(args.json, figures)
+    return 0
+
+
+def _write_json(path: str | None, figures: dict[str, Any]) -> None:
+    if not path:
+        return
+    try:
+        Path(path).write_text(json.dumps(figures, indent=2, default=float))
+    except OSError as exc:
+        raise HarnessError(f"--json: cannot write {path}: {exc.strerror}") from None

@@ -2,9 +2,10 @@
 
 Every one-asset source ends in the same frame: a sorted, unique ``DatetimeIndex`` named ``date``
 and float columns ``open, high, low, close, adj_close, volume``; several assets end in a panel
-(:mod:`harness.data.panel`): the same index, one float column of adjusted closes per ticker. Each problem in the input is either a
-one-line :class:`~harness.errors.DataError` naming the fix, or an explicit repair logged on the
-``harness.data`` logger (with ``repair=False`` every repair becomes an error instead).
+(:mod:`harness.data.panel`): the same index, one float column of adjusted closes per ticker.
+Each problem in the input is either a one-line :class:`~harness.errors.DataError` naming the fix,
+or an explicit repair logged on the ``harness.data`` logger (with ``repair=False`` every repair
+becomes an error instead).
 
 The modules follow the data flow:
 
@@ -30,7 +31,14 @@ import pandas as pd
 
 from harness.data.cleaning import COLUMNS, PRICE_COLUMNS, validate_prices
 from harness.data.files import DEFAULT_PATH, read_file, resolve
-from harness.data.panel import PANEL_AXIS, file_layout, file_panel, is_panel, ticker_list, yfinance_panel
+from harness.data.panel import (
+    PANEL_AXIS,
+    file_layout,
+    file_panel,
+    is_panel,
+    ticker_list,
+    yfinance_panel,
+)
 from harness.data.synthetic import TRADING_DAYS, SyntheticPath, simulate, synthetic_raw
 from harness.data.yfinance import cache_path, offline, yfinance_frame, yfinance_raw
 from harness.errors import DataError, unknown_name
@@ -70,6 +78,9 @@ def load_prices(
     repair: bool = True,
     min_rows: int = 2,
     max_gap: int = 5,
+    delimiter: str | None = None,
+    decimal: str | None = None,
+    dayfirst: bool | None = None,
 ) -> pd.DataFrame:
     """Load, validate and (where allowed) repair daily prices.
 
@@ -99,6 +110,9 @@ def load_prices(
         columns, each logged as a warning. ``False`` makes each of these an error.
     min_rows
         Fewer rows than this (after repairs and trimming) is an error.
+    delimiter, decimal, dayfirst
+        For files: the CSV field separator, decimal mark and date order; None reads each from the
+        file, or names the option when the file leaves it open (:func:`harness.data.files.read_file`).
 
     Returns
     -------
@@ -113,7 +127,7 @@ def load_prices(
     prices = None
     if source in ("csv", "parquet"):
         path = DEFAULT_PATH if path is None else path
-        raw, origin = read_file(resolve(path)), str(path)
+        raw, origin = read_file(resolve(path), delimiter=delimiter, decimal=decimal, dayfirst=dayfirst), str(path)
         kind, frame = file_layout(raw, origin)
         if kind != "single":
             prices = file_panel(kind, frame, origin, repair=repair, max_gap=max_gap, start=start, end=end)
@@ -152,6 +166,9 @@ def load_data(config: Config) -> pd.DataFrame:
         cache_dir=data.cache_dir,
         synthetic=data.synthetic,
         repair=data.repair,
+        delimiter=data.delimiter,
+        decimal=data.decimal,
+        dayfirst=data.dayfirst,
     )
 
 

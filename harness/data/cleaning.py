@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.data.files import date_indexed
+from harness.data.files import NA_STRINGS, date_indexed
+from harness.data.spikes import without_spikes
 from harness.errors import ConfigError, DataError
 
 log = logging.getLogger("harness.data")  # the package's one logger, for every module
@@ -28,7 +29,6 @@ ALIASES = {
     "price": "close", "last": "close", "px_last": "close",
     "vol": "volume",
 }
-NA_STRINGS = frozenset({"", "null", "nan", "na", "n/a", "none", "-", "."})
 REPAIR_HINT = "or set data.repair: true"
 
 
@@ -45,10 +45,11 @@ def validate_prices(
 
     ``raw`` has a date column (``date``/``datetime``/``timestamp`` in any case, or a first column
     of dates) or a ``DatetimeIndex``, and at least a close or adjusted-close column. Date strings
-    are read in the format of the first one; an ambiguous ``01/02/2000`` is month first, as in
-    the bundled Yahoo files (write YYYY-MM-DD to be safe). Rows outside
+    are read in one format, day or month first as the dates make unambiguous
+    (:func:`harness.data.files.parse_dates`; write YYYY-MM-DD to be safe). Rows outside
     ``[start, end)`` are dropped right after sorting, so problems there do not matter. Missing
-    prices are filled; missing volumes stay NaN.
+    prices are filled; missing volumes stay NaN; one-day price spikes are repaired
+    (:mod:`harness.data.spikes`).
     """
     found = [str(col) for col in raw.columns]
     frame = date_indexed(raw, origin)
@@ -57,6 +58,7 @@ def validate_prices(
     frame = _trim(frame, start, end, origin)
     frame = _gaps_filled(frame, origin, repair, max_gap)
     _check_positive(frame, origin)
+    frame = without_spikes(frame, [col for col in PRICE_COLUMNS if col in frame.columns], origin, repair)
     return _completed(frame)
 
 

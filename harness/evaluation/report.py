@@ -22,14 +22,17 @@ def render_markdown(report: SelectionReport) -> str:
         f"**Verdict: {report.verdict}.**",
         "",
         f"Backtest {'run `' + report.run_id + '`' if report.run_id else '(in memory)'}: {report.n_windows} windows, "
-        f"{report.n_obs} out-of-sample dates, {_count(report.n_schedules, 'schedule')} and the {report.baseline}. Metric: **{m}** "
+        f"{report.n_obs} out-of-sample dates, {_count(report.n_schedules, 'candidate' if _has_axes(report) else 'schedule')} and the {report.baseline}. Metric: **{m}** "
         f"({'lower' if report.direction == 'min' else 'higher'} is better), per-date loss: {loss} of the "
         "seed-mean prediction.",
         "",
         f"**Selected: `{report.selected}`** (rule `{report.rule}`: {report.rule_text}).",
         "",
+        *([f"Chosen candidate: {report.chosen_text}; the production model trains with this budget and LR.", ""]
+          if report.chosen and report.chosen["base_schedule"] != report.selected else []),
         _mcs_sentence(report, level),
         "",
+        *_budget_section(report),
         "## Ranking",
         "",
         _markdown_table(_report_columns(report)),
@@ -48,6 +51,8 @@ def render_markdown(report: SelectionReport) -> str:
         "(means over the set).",
         f"- seed std: mean over windows of the std across seeds; window std/worst: across windows of the "
         f"per-window {m}; best share: share of windows where the schedule is best.",
+        "- **still improving**: share of the candidate's members (windows x seeds) whose validation loss was still "
+        "falling when training stopped (slope of log10 loss over the last 10% of epochs, one-sided t-test at 5%).",
         "",
         "## Probability of backtest overfitting",
         "",
@@ -60,6 +65,12 @@ def render_markdown(report: SelectionReport) -> str:
     if report.production:
         lines += ["", "## Production model", "", *report.production]
     return "\n".join(lines) + "\n"
+
+
+def _has_axes(report: SelectionReport) -> bool:
+    """Whether the backtest compared budgets or LRs too (its candidates are schedule x budget x LR)."""
+    config = getattr(report.backtest, "config", None)
+    return config is not None and (len(config.training.budgets) > 1 or len(config.training.lrs) > 1)
 
 
 def _mcs_sentence(report: SelectionReport, level: str) -> str:
@@ -102,7 +113,24 @@ def _report_columns(report: SelectionReport) -> pd.DataFrame:
         "diverged": t["divergence_rate"].map(lambda v: "—" if pd.isna(v) else f"{v:.0%}"),
         "churn": t["churn"].map(_num),
         "best share": t["best_window_share"].map(lambda v: "—" if pd.isna(v) else f"{v:.0%}"),
+        "still improving": (t["still_improving"] if "still_improving" in t.columns else pd.Series(np.nan, index=t.index)
+                            ).map(lambda v: "—" if pd.isna(v) else f"{v:.0%}"),
     })
+
+
+def _budget_section(report: SelectionReport) -> list[str]:
+    """The training budget: which candidates were undertrained (members still improving at the end)."""
+    table = report.undertrained
+    if table is None or not len(table) or not (table["members"] > 0).any():
+        return []
+    notes = report.undertrained_notes
+    if not notes:
+        worst = table.loc[table["share"].idxmax()] if table["share"].notna().any() else None
+        tail = "" if worst is None else f" (at most {worst['share']:.0%}, `{worst['schedule']}`)"
+        return ["## Training budget", "",
+                f"No candidate was undertrained: in each, fewer than half of the members were still improving when "
+                f"training stopped{tail}.", ""]
+    return ["## Training budget", "", *[f"- {note}." for note in notes], ""]
 
 
 def _trading_sentence(report: SelectionReport) -> str:

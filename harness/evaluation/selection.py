@@ -50,7 +50,8 @@ RULES = {
 }
 LOSSES = {"mse": "mse", "rmse": "mse", "r2_oos": "mse", "mae": "mae"}
 """Per-observation loss behind each precision metric (others: the strategy's pointwise loss)."""
-LOSS_NAMES = {"mse": "squared error", "mae": "absolute error", "sharpe": "minus the net return of the trade"}
+LOSS_NAMES = {"mse": "squared error", "mae": "absolute error", "sharpe": "minus the net return of the trade",
+              "huber": "Huber loss", "bce": "binary cross-entropy (log loss) of the predicted probability"}
 TIE = 1e-9
 
 
@@ -128,6 +129,8 @@ class SelectionReport:
     beats_baseline: bool = True
     verdict: str = ""
     trading: pd.DataFrame | None = field(default=None, repr=False)
+    undertrained: pd.DataFrame | None = field(default=None, repr=False)
+    chosen: dict[str, str] = field(default_factory=dict)  # the selected candidate's epochs, lr, base_schedule
 
     @property
     def mcs(self) -> list[str]:
@@ -151,8 +154,24 @@ class SelectionReport:
 
     def tags(self) -> dict[str, str]:
         """Tags for the backtest's parent run: ``selected_schedule`` and how it was chosen."""
+        chosen = {f"selected_{key}": value for key, value in self.chosen.items()}  # epochs, lr, base_schedule
         return {"selected_schedule": self.selected, "selection_rule": self.rule, "selection_metric": self.metric,
-                "selection_alpha": f"{self.alpha:g}", "selection_mcs": ",".join(self.mcs)}
+                "selection_alpha": f"{self.alpha:g}", "selection_mcs": ",".join(self.mcs), **chosen}
+
+    @property
+    def undertrained_notes(self) -> list[str]:
+        """One sentence per candidate whose members were mostly still improving when training stopped."""
+        from harness.evaluation.diagnosis import notes
+
+        return [] if self.undertrained is None else notes(self.undertrained)
+
+    @property
+    def chosen_text(self) -> str:
+        """The selected candidate in words: its schedule, budget and base LR."""
+        if not self.chosen:
+            return f"`{self.selected}`"
+        return (f"`{self.selected}`: schedule `{self.chosen['base_schedule']}`, training.epochs {self.chosen['epochs']}, "
+                f"training.lr {self.chosen['lr']}")
 
     def markdown(self) -> str:
         """The report as markdown (what ``harness select`` prints and logs as ``selection.md``)."""
@@ -220,6 +239,10 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
         reps=reps, seed=seed, notes=notes, losses=losses, backtest=backtest, baseline=base,
     )
     report.trading = trading_view(backtest, base_predictions)
+    report.undertrained = backtest.undertrained()  # members still improving when training stopped
+    shares = report.undertrained.set_index("schedule")["share"]
+    report.table["still_improving"] = report.table["schedule"].map(shares)
+    report.chosen = backtest.candidate_tags().get(selected, {})
     report.beats_baseline = bool(table.loc[table["schedule"] == selected, "beats_baseline"].iloc[0])
     report.verdict = verdict(report)
     return report
@@ -314,9 +337,12 @@ def selection_summary(report: SelectionReport) -> str:
     else:
         mcs = (f"the {1 - report.alpha:.0%} model confidence set holds {len(held)} of {len(report.table)} candidates "
                f"({', '.join(held)}): the data cannot tell them apart")
+    chosen = ([f"chosen candidate: {report.chosen_text.replace('`', '')}"]
+              if report.chosen and report.chosen["base_schedule"] != report.selected else [])
     return "\n".join([
         report.verdict,
         f"selected schedule: {report.selected} (rule {report.rule}, metric {report.metric})",
+        *chosen,
         mcs,
         f"rule: {report.rule_text}",
     ])

@@ -8,6 +8,8 @@ Figures only draw and return files; :mod:`harness.tracking` logs them.
   legends outside the data, wrapped labels, :func:`save_png`;
 - :mod:`~harness.figures.backtest`: a backtest's figures, and :func:`backtest_figures`, the set
   its MLflow runs get (from the :class:`~harness.backtest.Backtest` itself);
+- :mod:`~harness.figures.cross_section`: a cross-section's per-date rank IC and long-short book
+  (drawn by :func:`backtest_figures` for ``strategy: cross_section``);
 - :mod:`~harness.figures.schedules`: LR curves of schedules (``harness schedules --plot``);
 - :mod:`~harness.figures.selection`: the selection report and its figures.
 """
@@ -44,6 +46,13 @@ from harness.figures.common import (
     schedule_colors,
     wrap_label,
 )
+from harness.figures.cross_section import (
+    cross_section_files,
+    long_short_figure,
+    plot_long_short,
+    plot_rank_ic,
+    rank_ic_figure,
+)
 from harness.figures.schedules import (
     NOMINAL,
     plot_lr_curves,
@@ -62,10 +71,12 @@ from harness.figures.selection import (
 
 __all__ = [
     "BASELINE_STYLE", "DOUBLE", "DPI", "NOMINAL", "SINGLE", "backtest_figures", "baseline_window_metric",
-    "buy_and_hold", "comparison_figure", "cumulative_errors", "date_axis", "equity_figure", "errors_figure",
-    "finish_axes", "frame_figures", "legend_outside", "loss_differences_figure", "lr_curve_figure", "new_figure",
-    "plot_comparison", "plot_equity", "plot_errors", "plot_loss_differences", "plot_lr_curve", "plot_lr_curves",
-    "plot_schedules", "plot_selection", "plot_window_intervals", "plot_window_metrics", "require_columns",
-    "save_png", "schedule_colors", "schedule_curves", "selection_figures", "window_intervals_figure",
-    "window_metrics_figure", "window_starts", "wrap_label", "write_report",
+    "buy_and_hold", "comparison_figure", "cross_section_files", "cumulative_errors", "date_axis",
+    "equity_figure", "errors_figure", "finish_axes", "frame_figures", "legend_outside", "long_short_figure",
+    "loss_differences_figure", "lr_curve_figure", "new_figure", "plot_comparison", "plot_equity",
+    "plot_errors", "plot_long_short", "plot_loss_differences", "plot_lr_curve", "plot_lr_curves",
+    "plot_rank_ic", "plot_schedules", "plot_selection", "plot_window_intervals", "plot_window_metrics",
+    "rank_ic_figure", "require_columns", "save_png", "schedule_colors", "schedule_curves",
+    "selection_figures", "window_intervals_figure", "window_metrics_figure", "window_starts", "wrap_label",
+    "write_report",
 ]

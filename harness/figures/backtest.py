@@ -58,7 +58,9 @@ def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
     ``parent_files``: artifact name -> PNG for the parent run: ``comparison.png`` (the headline
     metric per window of every schedule and the baseline, over their LR curves) when there are
     per-window metrics, ``errors.png`` when there are predictions, ``equity.png`` (each
-    schedule's equity and buy-and-hold) when the strategy has a trading view. ``schedule_files``:
+    schedule's equity and buy-and-hold) when the strategy has a trading view, and for a cross-section
+    (``strategy: cross_section``) ``rank_ic.png``/``.csv`` and ``long_short.png``/``.csv``
+    (:func:`harness.figures.cross_section.cross_section_files`). ``schedule_files``:
     schedule label -> {artifact name -> PNG} for its run: ``lr_curve.png``; ``window_metrics.png``
     (its line, seed band and the baseline) when it has per-window metrics. The headline metric is
     the selection metric (``selection.metric``, else the strategy's default) when it was scored,
@@ -78,12 +80,16 @@ def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
         table = None if headline in PRECISION else backtest.table  # rebuilt from the data only when needed
         baseline = baseline_window_metric(predictions, headline, strategy=backtest.strategy, table=table)
     equity = backtest.equity_curves() if not predictions.empty else {}
-    return frame_figures(
+    parent_files, schedule_files = frame_figures(
         config.model_dump(mode="json"), backtest.metrics, backtest.seed_mean_metrics, predictions,
         {label: backtest.lr_curve(label) for label in backtest.labels}, backtest.labels, folder,
         metric=headline, baseline=baseline, equity=equity,
         buy_and_hold=buy_and_hold(backtest) if equity else None,
     )
+    from harness.figures.cross_section import cross_section_files  # not at the top: it imports this module
+
+    parent_files.update(cross_section_files(backtest, folder))  # a cross-section's rank IC and long-short book
+    return parent_files, schedule_files
 
 
 def frame_figures(

@@ -60,6 +60,8 @@ from harness.tracking.runs import (
     find_runs,
     finish_backtest,
     load_backtest,
+    logged_schedules,
+    prune_child_runs,
     reopen_run,
     save_files,
     start_backtest,
@@ -76,6 +78,6 @@ __all__ = [
     "CHAMPION", "DEFAULT_FOLDER", "DEFAULT_HOST", "DEFAULT_PORT", "BacktestLog", "Comparison", "RegisteredModel",
     "Store", "check_model_name", "check_server", "compare_link", "compare_url", "delete_child_runs", "end_run",
     "ensure_experiment", "fetch_files", "find_comparison", "find_runs", "finish_backtest", "load_backtest",
-    "load_registered_model", "log_selection", "register_model", "reopen_run", "resolve_store", "save_files",
-    "start_backtest", "ui_base",
+    "load_registered_model", "log_selection", "logged_schedules", "prune_child_runs", "register_model",
+    "reopen_run", "resolve_store", "save_files", "start_backtest", "ui_base",
 ]

@@ -1,11 +1,20 @@
 """The model registry and the selection (``harness select``): the selection report logged to a
-backtest's parent run, and the production model registered under an alias and loaded back."""
+backtest's parent run, and the production model registered under an alias and loaded back.
+
+Both can be killed at any moment and run again. The selection's files go first and its tags
+(``selected_schedule``, ...) after, in one write, so a parent run with ``selected_schedule`` has its
+whole selection. A registration moves the alias last: the model is logged in a production run, the
+version is created with its tags, loaded back by version and checked, the run is ended FINISHED,
+and only then does the alias point at it. A kill before that leaves the alias where it was; the
+next registration of that name trashes the versions of production runs that never finished (and
+ends such runs KILLED when their process is gone), so no half-written version stays behind.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +22,10 @@ from typing import Any
 
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.entities import RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
+from harness import provenance
 from harness.errors import HarnessError, first_line
 from harness.tracking.artifacts import add_files, staging
 from harness.tracking.batch import (
@@ -22,7 +33,7 @@ from harness.tracking.batch import (
     log_batch,
     open_run,
     plain_tags,
-    set_tags,
+    search,
     source_tags,
 )
 from harness.tracking.store import Store, ensure_experiment, open_client
@@ -61,12 +72,14 @@ def log_selection(
 ) -> None:
     """Log the selection's files (artifact name -> local file: ``selection.md`` and its PNGs, as
     :func:`harness.figures.selection_figures` returns them) to a backtest's parent run and set
-    ``tags`` on it (``selected_schedule``, ...); a later selection replaces them."""
+    ``tags`` on it (``selected_schedule``, ...) in one write after the files, so a run with the tags
+    has the whole selection; a later selection replaces them."""
     client = open_client(store)
     with staging() as folder:
         add_files(folder, files)
         client.log_artifacts(parent_run_id, str(folder))
-    set_tags(client, parent_run_id, tags)
+    client.log_batch(parent_run_id, tags=[RunTag(key, value) for key, value in plain_tags(tags).items()],
+                     synchronous=True)
 
 
 def register_model(
@@ -81,16 +94,24 @@ def register_model(
     tags: Mapping[str, Any],
     alias: str = CHAMPION,
     version_tags: Mapping[str, Any] | None = None,
+    verify: Callable[[Any], None] | None = None,
 ) -> RegisteredModel:
     """Log ``model`` (a ``torch.nn.Module``) with ``mlflow.pytorch.log_model`` in a new run of
     ``experiment``, register it as a new version of ``name`` and point ``alias`` at that version.
 
-    The run is tagged ``kind=production`` (not a backtest, not a child of one). The signature is
-    inferred from ``input_example`` and the model's output on it; the format is MLflow's default
-    ``pt2`` (``torch.export``; loads back as a ``GraphModule``); pip requirements are given
-    explicitly (inferring them costs seconds). ``version_tags`` are set on the new model version
-    (``train_start``, ``train_end``, ``beats_baseline``, ...; read back with
+    The run is tagged ``kind=production`` (not a backtest, not a child of one) and names its
+    process and ``registered_model``. The signature is inferred from ``input_example`` and the
+    model's output on it; the format is MLflow's default ``pt2`` (``torch.export``; loads back as a
+    ``GraphModule``); pip requirements are given explicitly (inferring them costs seconds).
+    ``version_tags`` are set on the new model version as it is created (``train_start``,
+    ``train_end``, ``beats_baseline``, ...; read back with
     ``MlflowClient.get_model_version_by_alias(name, alias).tags``).
+
+    The alias moves last (module docstring): the new version is loaded back by version and must
+    give the model's output on ``input_example`` (1e-6), then ``verify(loaded)`` runs (raise to
+    stop: a failed check, a pending Ctrl-C), then the run ends FINISHED, then the alias is set.
+    On an error before the alias the new version is trashed; versions left by killed
+    registrations of ``name`` are trashed first.
     """
     import mlflow.pytorch
     import torch
@@ -105,29 +126,112 @@ def register_model(
                     f"numpy=={np.__version__}"]
     experiment_id = ensure_experiment(store, experiment)
     client = open_client(store)
-    run_tags = {**source_tags({}), **plain_tags(tags), "kind": "production"}
-    with open_run(client, experiment_id, run_name, run_tags) as run_id:
-        log_batch(client, run_id, params=flatten(dict(params)))
-        with _fluent(store):  # the registry resolves a models:/ source through the global URIs too
-            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+    drop_unfinished_versions(store, name, experiment_id)
+    run_tags = {**source_tags({}), **plain_tags(tags), "kind": "production", "registered_model": name,
+                **provenance.process_tags()}
+    version = None
+    try:
+        with open_run(client, experiment_id, run_name, run_tags) as run_id:  # FINISHED once the version is checked
+            log_batch(client, run_id, params=flatten(dict(params)))
+            with _fluent(store):  # the registry resolves a models:/ source through the global URIs too
+                # run_id, not mlflow.start_run: that would end the run FINISHED before the version is checked
                 info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
-                                                pip_requirements=requirements)
-            version = _new_version(client, name, info.model_uri, run_id, info.model_id)
-        for key, value in plain_tags(version_tags or {}).items():
-            client.set_model_version_tag(name, version, key, value)
+                                                pip_requirements=requirements, run_id=run_id)
+                version = _new_version(client, name, info.model_uri, run_id, info.model_id,
+                                       plain_tags(version_tags or {}))
+                loaded = mlflow.pytorch.load_model(f"models:/{name}/{version}")
+            with torch.no_grad():
+                again = loaded(torch.as_tensor(example)).numpy()
+            gap = float(np.max(np.abs(again - output))) if output.size else 0.0
+            if not gap <= 1e-6:
+                raise RuntimeError(f"--register {name}: version {version} loads back with predictions "
+                                   f"{gap:.3g} away from the model's")
+            if verify is not None:
+                verify(loaded)
         client.set_registered_model_alias(name, alias, version)
+    except BaseException:
+        if version is not None:
+            _drop_version(client, name, version)
+        raise
     return RegisteredModel(name, version, alias, run_id, info.model_uri)
 
 
-def _new_version(client: MlflowClient, name: str, source: str, run_id: str, model_id: str | None) -> str:
-    """Register ``source`` as a new version of ``name`` (created on first use) through the client,
-    which, unlike the fluent ``register_model``, prints nothing."""
+def drop_unfinished_versions(store: Store, name: str, experiment_id: str | None = None) -> list[str]:
+    """Clean what killed or failed registrations of ``name`` left: their production runs left RUNNING
+    by a process that is gone are ended KILLED (those of ``experiment_id``, found by their tag
+    ``registered_model``), and the versions without an alias whose production run is not FINISHED
+    are trashed (a live registration's version is left alone). Returns the versions trashed."""
+    client = open_client(store)
+    if experiment_id is not None:
+        running = search(client, experiment_id, f"tags.kind = 'production' and tags.registered_model = '{name}' "
+                                                "and attributes.status = 'RUNNING'")
+        for run in running:
+            if not _owner_alive(run.data.tags):
+                client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    aliased = _aliased(client, name)
+    dropped = []
+    for version in versions:
+        if str(version.version) in aliased or not version.run_id:
+            continue
+        try:
+            run = client.get_run(version.run_id)
+        except MlflowException:
+            continue  # a run deleted for good: not ours to judge
+        status = run.info.status
+        if status == RunStatus.to_string(RunStatus.FINISHED):
+            continue  # complete and checked: a former champion, or a kill just before the alias moved
+        if status == RunStatus.to_string(RunStatus.RUNNING):
+            if _owner_alive(run.data.tags):
+                continue
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        _drop_version(client, name, str(version.version))
+        dropped.append(str(version.version))
+    return dropped
+
+
+def _aliased(client: MlflowClient, name: str) -> set[str]:
+    """The versions of ``name`` that an alias points at (on SQLite ``search_model_versions`` leaves
+    aliases empty; the registered model lists them)."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return set()
+    aliases = getattr(model, "aliases", None) or {}
+    return {str(version) for version in aliases.values()}
+
+
+def _owner_alive(tags: Mapping[str, str]) -> bool:
+    """Whether the process named by a run's ``process.*`` tags may still be writing it."""
+    host, pid = tags.get("process.host"), tags.get("process.pid", "")
+    if host is None or not pid.isdigit():
+        return False  # no owner recorded (an older version's run): nothing can still be writing it
+    if host != provenance.hostname():
+        return True  # another host cannot be checked: left alone
+    return provenance.is_running(int(pid), tags.get("process.started", ""))
+
+
+def _drop_version(client: MlflowClient, name: str, version: str) -> None:
+    try:
+        client.delete_model_version(name, version)
+    except MlflowException:
+        pass
+
+
+def _new_version(client: MlflowClient, name: str, source: str, run_id: str, model_id: str | None,
+                 tags: Mapping[str, str]) -> str:
+    """Register ``source`` as a new version of ``name`` (created on first use) with its ``tags`` in one
+    write, through the client, which, unlike the fluent ``register_model``, prints nothing."""
     try:
         try:
             client.get_registered_model(name)
         except MlflowException:
             client.create_registered_model(name)
-        return str(client.create_model_version(name, source, run_id=run_id, model_id=model_id).version)
+        return str(client.create_model_version(name, source, run_id=run_id, model_id=model_id,
+                                               tags=dict(tags)).version)
     except MlflowException as exc:
         raise HarnessError(f"--register {name}: MLflow refused to register the model: {first_line(exc)}") from None
 

@@ -4,15 +4,23 @@ last; found, reopened, ended and read back (layout: :mod:`harness.tracking`).
 A resumable backtest (:func:`harness.backtest.run_and_log`) opens its parent run first (:func:`start_backtest`:
 RUNNING, config params and identity tags), keeps finished windows in it as artifacts while it runs
 (:func:`save_files`, :func:`fetch_files`), and at the end logs the schedules into that same parent
-(:func:`finish_backtest`), which it ends FINISHED. On an error the caller ends it with
+(:func:`finish_backtest`, with ``finish=False``: the parent stays RUNNING until the caller has
+logged the selection and ends it with :func:`end_run`). On an error the caller ends it with
 :func:`end_run` as FAILED (KILLED on Ctrl-C).
+
+Logging the schedules is idempotent, so a backtest killed while it logs them can log them again:
+a schedule that already has a FINISHED nested run (matched by its ``schedule`` tag) is skipped;
+nested runs that are not FINISHED (left RUNNING by a kill, ended KILLED or FAILED) or that
+duplicate another of their schedule are moved to the trash (:func:`prune_child_runs`) and that
+schedule is logged anew. A nested run is ended FINISHED only after all of it is logged, so a
+FINISHED one is complete.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,12 +56,16 @@ from harness.tracking.batch import (
     source_tags,
     tag_filter,
 )
+from harness.tracking.faults import install as _install_fault_hook
 from harness.tracking.store import Store, ensure_experiment, open_client
 
 if TYPE_CHECKING:
     from harness.backtest.result import Backtest
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+
+_install_fault_hook()  # test-only: a no-op unless $HARNESS_TEST_KILL_AT or $HARNESS_TEST_WRITES is set
 
 
 @dataclass(frozen=True)
@@ -117,15 +129,20 @@ def finish_backtest(
     tags: Mapping[str, Any],
     parent_files: Mapping[str, str | Path] | None = None,
     schedule_files: Mapping[str, Mapping[str, str | Path]] | None = None,
+    finish: bool = True,
 ) -> BacktestLog:
     """Log ``backtest``'s schedules as nested runs of the open parent from :func:`start_backtest`,
-    add the parent's files, and end it FINISHED.
+    add the parent's files, and end it FINISHED (``finish=False``: leave it RUNNING for the caller,
+    who has more to log first, then ends it with :func:`end_run`).
 
-    Tracking writes the tables (``config.yaml``, ``summary.csv``; per schedule ``lr_curve.npy`` and
-    the parquet files); figures come drawn: ``parent_files`` maps an artifact name (may contain
-    ``/``) to a local file or folder for the parent run, ``schedule_files`` a schedule label to such
-    a mapping for its run (:func:`harness.figures.backtest_figures` returns both). A malformed
-    payload raises ValueError before any schedule run exists; the parent is left for the caller to end.
+    Idempotent: a schedule whose FINISHED nested run exists already (a resumed backtest killed
+    while it logged) is not logged again; partial or duplicate nested runs are trashed first
+    (:func:`prune_child_runs`). Tracking writes the tables (``config.yaml``, ``summary.csv``; per
+    schedule ``lr_curve.npy`` and the parquet files); figures come drawn: ``parent_files`` maps an
+    artifact name (may contain ``/``) to a local file or folder for the parent run,
+    ``schedule_files`` a schedule label to such a mapping for its run
+    (:func:`harness.figures.backtest_figures` returns both). A malformed payload raises ValueError
+    before any schedule run exists; the parent is left for the caller to end.
     """
     started = time.perf_counter()
     labels = backtest.labels
@@ -140,15 +157,21 @@ def finish_backtest(
     config = backtest.config.model_dump(mode="json")
     config_params = flatten(config)
     schedule_params = backtest.schedule_params()
+    candidates = backtest.candidate_tags()  # each candidate's epochs, lr, base_schedule
     result = BacktestLog(experiment_id, parent_run_id)
+    done = _prune(client, experiment_id, parent_run_id, labels)  # schedules logged by an earlier, killed session
     for index, label in enumerate(labels):
+        if label in done:
+            result.child_run_ids[label] = done[label]
+            continue
         child_tags = {
-            **source_tags(base_tags), **base_tags, "kind": "schedule", "schedule": label,
+            **source_tags(base_tags), **base_tags, **candidates.get(label, {}), "kind": "schedule", "schedule": label,
             "schedule_index": str(index), MLFLOW_PARENT_RUN_ID: parent_run_id,
         }
-        with open_run(client, experiment_id, label, child_tags) as child_id:
+        with open_run(client, experiment_id, label, child_tags) as child_id:  # FINISHED only once complete
             result.child_run_ids[label] = child_id
-            params = {**config_params, **flatten({"schedule": schedule_params[label]})}
+            params = {**config_params, **flatten({"schedule": schedule_params[label]}),
+                      **_candidate_params(candidates.get(label))}
             log_batch(client, child_id, params=params, metrics=schedule_metrics(
                 rows(backtest.seed_mean_metrics, label), rows(backtest.aggregates, label)))
             with staging() as folder:
@@ -157,13 +180,19 @@ def finish_backtest(
                                       lr_curves[label])
                 add_files(folder, schedule_files.get(label, {}))
                 client.log_artifacts(child_id, str(folder))
-    with staging() as folder:
+    with staging() as folder:  # files of the same names replace those an earlier session logged
         write_parent_tables(folder, config, backtest.summary())
         add_files(folder, parent_files)
         client.log_artifacts(parent_run_id, str(folder))
-    client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
+    if finish:
+        client.set_terminated(parent_run_id, _FINISHED)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _candidate_params(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """A candidate run's own budget and LR as its ``training.epochs`` and ``training.lr`` params."""
+    return {} if not tags else {"training.epochs": tags["epochs"], "training.lr": tags["lr"]}
 
 
 def load_backtest(store: Store, experiment_or_parent_run_id: str) -> Backtest:
@@ -176,7 +205,7 @@ def load_backtest(store: Store, experiment_or_parent_run_id: str) -> Backtest:
     client = open_client(store)
     parent = _parent_run(client, store, experiment_or_parent_run_id)
     parent_id = parent.info.run_id
-    children = search(client, parent.info.experiment_id, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'")
+    children = _complete(_children(client, parent.info.experiment_id, parent_id))
     children.sort(key=lambda run: int(run.data.tags.get("schedule_index", 0)))
     with staging() as folder:
         parts = [read_schedule(client, run, folder / run.info.run_id) for run in children]
@@ -214,11 +243,22 @@ def find_runs(store: Store, experiment: str, tags: Mapping[str, Any] | None = No
     return runs_frame(runs)
 
 
-def reopen_run(store: Store, run_id: str, tags: Mapping[str, Any]) -> None:
-    """Set an unfinished run back to RUNNING and update ``tags`` (a resumed backtest takes it over)."""
+def reopen_run(store: Store, run_id: str, tags: Mapping[str, Any], *,
+               config: Mapping[str, Any] | None = None) -> None:
+    """Set an unfinished run back to RUNNING and update ``tags`` (a resumed backtest takes it over).
+
+    The params of ``config`` (what :func:`start_backtest` took) that the run lacks are logged: a
+    kill between the parent's creation and its params (or between two of MLflow's params requests)
+    left them out. Params already there keep their values (MLflow never changes one; a resumed
+    run may use another executor, which is not part of the backtest's identity)."""
     client = open_client(store)
     client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
     set_tags(client, run_id, tags)
+    if config is not None:
+        logged = client.get_run(run_id).data.params
+        missing = {key: value for key, value in flatten(config).items() if key not in logged}
+        if missing:
+            log_batch(client, run_id, params=missing)
 
 
 def end_run(store: Store, run_id: str, status: str) -> None:
@@ -249,6 +289,53 @@ def delete_child_runs(store: Store, parent_run_id: str) -> list[str]:
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         client.delete_run(run.info.run_id)
     return [run.info.run_id for run in children]
+
+
+def prune_child_runs(store: Store, parent_run_id: str) -> dict[str, str]:
+    """Trash the nested runs of ``parent_run_id`` that are not complete (not FINISHED: left RUNNING
+    by a kill, or ended KILLED or FAILED) or that duplicate another FINISHED run of their schedule
+    (the newest is kept); RUNNING ones are ended KILLED first. Returns the schedules that keep a
+    complete run: schedule label -> run id."""
+    client = open_client(store)
+    return _prune(client, client.get_run(parent_run_id).info.experiment_id, parent_run_id)
+
+
+def logged_schedules(store: Store, parent_run_id: str) -> dict[str, str]:
+    """The schedules of ``parent_run_id`` that have a complete (FINISHED) nested run: label -> run id.
+    Reads only (:func:`finish_backtest` skips these)."""
+    client = open_client(store)
+    runs = _complete(_children(client, client.get_run(parent_run_id).info.experiment_id, parent_run_id))
+    return {run.data.tags["schedule"]: run.info.run_id for run in runs}
+
+
+def _children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
+    """The active nested runs of ``parent_run_id``, newest first."""
+    return search(client, experiment_id, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'")
+
+
+def _complete(children: list[Run], labels: Sequence[str] | None = None) -> list[Run]:
+    """One run per schedule: the newest FINISHED one with a ``schedule`` tag (in ``labels`` when given)."""
+    kept: dict[str, Run] = {}
+    for run in children:  # newest first
+        label = run.data.tags.get("schedule")
+        if (run.info.status == _FINISHED and label is not None and label not in kept
+                and (labels is None or label in labels)):
+            kept[label] = run
+    return list(kept.values())
+
+
+def _prune(client: MlflowClient, experiment_id: str, parent_run_id: str,
+           labels: Sequence[str] | None = None) -> dict[str, str]:
+    children = _children(client, experiment_id, parent_run_id)
+    kept = _complete(children, labels)
+    keep = {run.info.run_id for run in kept}
+    for run in children:
+        if run.info.run_id in keep:
+            continue
+        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        client.delete_run(run.info.run_id)
+    return {run.data.tags["schedule"]: run.info.run_id for run in kept}
 
 
 def _backtest_run(run: Run, experiment: str) -> BacktestRun:

@@ -3,8 +3,9 @@
 The public API (imported lazily, so that ``import harness.training`` and
 ``from harness.training.budget import STACK_MEMORY_BUDGET`` do not import torch):
 
-- :func:`train`, :func:`train_windows`, :class:`TrainResult`, :class:`WindowData`
-  (:mod:`harness.training.loop`: the training loop and its per-member bookkeeping);
+- :func:`train`, :func:`train_windows`, :class:`TrainResult`, :class:`WindowData`, :class:`Inputs`
+  (:mod:`harness.training.loop`: the training loop and its per-member bookkeeping; ``Inputs`` is
+  what :func:`train` remembers of its data: feature shape, DataFrame columns, ``scale=True``);
 - :func:`training_bytes`, :func:`reuse_freed_memory`, :data:`STACK_MEMORY_BUDGET`
   (:mod:`harness.training.budget`: the memory model);
 - :func:`make_model_factory`, :func:`build_member`, :class:`ModelFactory`, :class:`MLP`,
@@ -28,6 +29,7 @@ _LAZY = {
     "train_windows": "loop",
     "TrainResult": "loop",
     "WindowData": "loop",
+    "Inputs": "loop",
     "DIVERGENCE_FACTOR": "loop",
     "training_bytes": "budget",
     "reuse_freed_memory": "budget",
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     )
     from harness.training.loop import (
         DIVERGENCE_FACTOR,
+        Inputs,
         TrainResult,
         WindowData,
         train,
@@ -99,7 +102,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [  # the names of _LAZY
-    "train", "train_windows", "TrainResult", "WindowData", "DIVERGENCE_FACTOR", "training_bytes",
+    "train", "train_windows", "TrainResult", "WindowData", "Inputs", "DIVERGENCE_FACTOR", "training_bytes",
     "reuse_freed_memory", "STACK_MEMORY_BUDGET", "make_model_factory", "build_member", "ModelFactory", "MLP",
     "RecurrentNet", "MODEL_TYPES", "MODEL_KEYS", "ACTIVATIONS", "Stack", "GroupStreams", "MemberBatches",
     "BatchedAdamW", "BatchedSGD", "BatchedOptimizer", "ScheduleFreeMembers", "make_optimizer", "OPTIMIZERS",

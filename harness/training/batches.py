@@ -7,6 +7,7 @@ member reads the same rows whichever members share its stack.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,50 @@ class _Rows:
         """Each member's rows (positions in ``X``)."""
         window_rows = [torch.arange(start, start + n, device=self.X.device) for start, n in zip(self.starts, self.n)]
         return [rows for rows in window_rows for _ in range(self.n_members)]
+
+
+class _Feed:
+    """Each step's batch: ``X`` and ``y`` at the members' rows, which of them are real, and the
+    loss denominators (real rows x values per row), for the members the step computes.
+
+    The epoch's rows are gathered a few steps at a time (at most ``budget`` bytes of features per
+    gather), which costs fewer operations than a gather per step and gives the same tensors. The
+    real-row mask is None on steps where every computed member has a full batch.
+    """
+
+    def __init__(self, rows: _Rows, mask: torch.Tensor, batch_size: int, budget: int = 8 * 2**20) -> None:
+        self.rows, self.batch_size = rows, batch_size
+        per_row = math.prod(rows.y.shape[1:])
+        self.keep, self.denominators = [], []
+        for i, span in enumerate(rows.spans):
+            keep = mask[span, i * batch_size:(i + 1) * batch_size]
+            self.keep.append(None if bool(keep.all()) else keep)
+            self.denominators.append(rows.counts[span, i] * per_row)
+        row_bytes = rows.X[:1].numel() * rows.X.element_size() + rows.y[:1].numel() * rows.y.element_size()
+        self.chunk = max(1, min(rows.width, budget // max(1, row_bytes * rows.n_total * batch_size)))
+        self.order = None
+        self.first: int | None = None  # the first step of the gathered chunk
+        self.X = self.y = None
+
+    def epoch(self, order: torch.Tensor) -> None:
+        """This epoch's row order ``[M, width * batch_size]`` (:meth:`MemberBatches.epoch`)."""
+        self.order = order.view(self.rows.n_total, self.rows.width, self.batch_size).transpose(0, 1).contiguous()
+        self.first = None
+
+    def step(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Step ``i``'s ``(X [S, B, ...], y [S, B, ...], real-row mask [S, B] or None, denominators
+        [S])`` for the members ``S`` the step computes (:attr:`_Rows.spans`)."""
+        if self.first is None or not self.first <= i < self.first + self.chunk:
+            self.first = i
+            positions = self.order[i:i + self.chunk]
+            flat = positions.reshape(-1)
+            self.X = self.rows.X.index_select(0, flat).view(*positions.shape, *self.rows.X.shape[1:])
+            self.y = self.rows.y.index_select(0, flat).view(*positions.shape, *self.rows.y.shape[1:])
+        span = self.rows.spans[i]
+        xb, yb = self.X[i - self.first], self.y[i - self.first]
+        if span.start != 0 or span.stop != self.rows.n_total:
+            xb, yb = xb[span], yb[span]
+        return xb, yb, self.keep[i], self.denominators[i]
 
 
 def _span(present: np.ndarray) -> slice:

@@ -28,6 +28,7 @@ that step's update and flagged ``diverged``; the others carry on unaffected.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.errors import HarnessError
-from harness.training.batches import MemberBatches, _Rows
+from harness.errors import DataError, HarnessError
+from harness.training.batches import MemberBatches, _Feed, _Rows
 from harness.training.budget import reuse_freed_memory
 from harness.training.checks import _check_settings, _schedules, _tensor, _window_shapes
+from harness.training.fused import MLPStep, fused_step_applies
 from harness.training.models import make_model_factory
+from harness.training.axes import Axes, check_epochs, check_lrs  # budget/LR axes, losses, user models
 from harness.training.optimizers import _Rates, _Updates
 from harness.training.stack import GroupStreams, Stack
 
@@ -67,6 +70,10 @@ class TrainResult:
         ``init_state`` to warm-start the next window.
     steps_per_epoch : optimizer steps per epoch.
     stack : the trained members (what :meth:`predict` runs); picklable with a picklable model.
+    budget, base_lr : ``[M]`` each member's training budget (epochs) and base LR. With several
+        budgets ``T`` is the longest one's steps, and a member's entries after its own are NaN.
+    inputs : what :func:`train` was given (feature shape, DataFrame columns, scaling), so that
+        :meth:`predict` checks its ``X`` against it; None from :func:`train_windows`.
     """
 
     labels: list[tuple[str, int]]
@@ -79,18 +86,27 @@ class TrainResult:
     state: dict[str, torch.Tensor]
     steps_per_epoch: int
     stack: Stack = field(repr=False)
+    budget: np.ndarray | None = None  # [M] epochs of each member's candidate: its training budget
+    base_lr: np.ndarray | None = None  # [M] base LR of each member's candidate
+    inputs: Inputs | None = None  # set by train(): what predict checks X against
 
     def predict(self, X: Any, chunk_rows: int = 8192) -> np.ndarray:
         """Every member's predictions for ``X``: ``[M, n]`` (``[M, n, outputs]`` for several).
 
         Eval mode (no dropout, schedule-free members at their averaged weights), no gradients,
-        in chunks of ``chunk_rows`` rows.
+        in chunks of ``chunk_rows`` rows. After :func:`train`, ``X`` must have the training
+        features' shape (a one-line error names it otherwise); a DataFrame's columns are matched
+        by name (reordered; missing or unknown columns are an error); with ``scale=True`` the
+        predictions are in the target's own units.
         """
+        if self.inputs is not None:
+            X = self.inputs.features(X, "X")
         x = _tensor("X", X, self.stack.dtype, self.stack.device)
         with torch.no_grad():
             chunks = [self.stack.forward(x[s:s + chunk_rows], training=False, shared=True)
                       for s in range(0, max(len(x), 1), chunk_rows)]  # zero rows: one empty chunk, [M, 0]
-        return torch.cat(chunks, dim=1).cpu().numpy()
+        out = torch.cat(chunks, dim=1).cpu().numpy()
+        return out if self.inputs is None else self.inputs.unscale(out)
 
 
 @dataclass
@@ -112,6 +128,7 @@ class WindowData:
     y_val: Any = None
     init_state: Mapping[str, torch.Tensor] | TrainResult | None = None
     lr_tables: np.ndarray | None = None
+    huber_delta: float | None = None  # loss huber: this window's delta (None: the setting's)
 
 
 def train(
@@ -122,25 +139,44 @@ def train(
     *,
     init_state: Mapping[str, torch.Tensor] | TrainResult | None = None,
     lr_tables: np.ndarray | None = None,
+    scale: bool = False,
     **settings: Any,
 ) -> TrainResult:
     """Train every (schedule, seed) member on the same data in one batched pass.
 
     Parameters
     ----------
-    X_train, y_train : ``[n, features]`` (``[n, seq, features]`` for gru/lstm) and ``[n]`` or
-        ``[n, outputs]``; arrays, frames or tensors.
+    X_train, y_train : ``[n, features]`` (``[n, seq, features]`` for gru/lstm) and ``[n]``, a
+        column ``[n, 1]`` (the same as ``[n]``: predictions are ``[M, n]``) or ``[n, outputs]``;
+        arrays, frames or tensors. A DataFrame's column names are remembered: :meth:`TrainResult.predict`
+        (and ``X_val``) match columns by name.
+    scale : False (the default): the data is used as given; the network sees raw feature values,
+        so standardize them yourself. True: every feature and the target are standardized with the
+        mean and std of the **train rows** (``X_train``, ``y_train``; a zero std counts as 1), the
+        validation rows with the same numbers, and :meth:`TrainResult.predict` scales its input and
+        returns predictions in target units; the numbers are in ``result.inputs``.
     X_val, y_val : validation rows (both or neither): per-epoch validation loss, early stopping,
         plateau schedules. Without them plateau schedules watch the epoch's mean training loss.
     init_state : a previous result (or its ``state``) to start from instead of a fresh init.
     lr_tables : ``[M, T]`` learning rates replacing each member's schedule table (e.g. a schedule
         spanning windows, ``harness.schedules.window_lr_table``); plateau multipliers still apply;
-        rows of schedule-free members are ignored.
+        a schedule-free member's optimizer takes its row's LR at each step in place of its own
+        warmup (so a warmup spanning windows runs once).
     **settings : the training settings of :func:`train_windows` (``model``, ``schedules``,
         ``seeds``, ``epochs``, ``batch_size``, ``lr``, ``optimizer``, ...).
     """
+    if not isinstance(scale, bool):
+        raise HarnessError(f"scale: must be True or False, got {scale!r}")
+    inputs = Inputs.fit(X_train, y_train, scale)
+    X_train, y_train = inputs.features(X_train, "X_train"), inputs.target(y_train, "y_train")
+    if X_val is not None:
+        X_val = inputs.features(X_val, "X_val")
+    if y_val is not None:
+        y_val = inputs.target(y_val, "y_val")
     window = WindowData(X_train, y_train, X_val, y_val, init_state=init_state, lr_tables=lr_tables)
-    return train_windows([window], **settings)[0]
+    result = train_windows([window], **settings)[0]
+    result.inputs = inputs
+    return result
 
 
 def train_windows(
@@ -149,9 +185,9 @@ def train_windows(
     model: Mapping[str, Any] | Callable[[], torch.nn.Module] | None = None,
     schedules: Sequence[str | Mapping[str, Any]] = ("constant",),
     seeds: int = 3,
-    epochs: int = 40,
+    epochs: int | Sequence[int] = 40,
     batch_size: int = 128,
-    lr: float = 1e-3,
+    lr: float | Sequence[float] = 1e-3,
     optimizer: str = "adamw",
     weight_decay: float = 0.0,
     momentum: float = 0.9,
@@ -160,6 +196,8 @@ def train_windows(
     seed: int = 0,
     device: str | torch.device = "cpu",
     stack_path: str = "auto",
+    loss: str = "mse",
+    huber_delta: float = 1.0,
 ) -> list[TrainResult]:
     """Train the members of several independent windows in one stack; one result per window.
 
@@ -179,7 +217,12 @@ def train_windows(
     model : the config's model section, a module factory, or None (MLP 64-64 relu).
     schedules : schedule specs as in the config (``"cosine"``, ``{"name": "step", ...}``).
     seeds : members per schedule; member seeds are ``seed, seed+1, ...``.
-    lr : base learning rate.
+    epochs : the training budget, or a list of budgets: every schedule trains at each (members
+        of several budgets share the stack; a member whose budget is spent stops, as an
+        early-stopped one does, so it equals a training at its budget alone).
+    lr : base learning rate, or a list of them (an axis like ``epochs``). With lists, members are
+        candidates (schedule x budget x LR, :mod:`harness.schedules.candidates`) x seeds, labelled
+        ``(candidate label, seed)``, e.g. ``("cosine@e80,lr1e-3", 0)``.
     optimizer : ``adamw`` or ``sgd`` (with ``momentum``); ``schedule_free`` members always use
         ``AdamWScheduleFree`` with ``lr``, ``weight_decay`` and the schedule's warmup.
     grad_clip : per-member gradient-norm clipping (``clip_grad_norm_`` semantics), or None.
@@ -190,16 +233,22 @@ def train_windows(
     device : where to train (``"cpu"``, ``"cuda"``).
     stack_path : member batching: ``"auto"`` (batched matmuls for the built-in MLP, vmap for any
         other module), ``"bmm"`` or ``"vmap"`` (to compare them).
+    loss : ``mse``, ``mae``, ``huber`` (with ``huber_delta``) or ``bce`` (logits against labels in
+        [0, 1]), the training and validation loss (:mod:`harness.training.losses`).
     """
-    _check_settings(seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+    _check_settings(seeds=seeds, epochs=max(check_epochs(epochs)), batch_size=batch_size, lr=min(check_lrs(lr)),
+                    optimizer=optimizer,
                     weight_decay=weight_decay, momentum=momentum, grad_clip=grad_clip, patience=patience)
     if not windows:
         raise HarnessError("train_windows: no windows; pass at least one WindowData")
     reuse_freed_memory()
     specs = _schedules(schedules, optimizer)
-    labels = [(spec.label, seed + s) for spec in specs for s in range(seeds)]
+    axes = Axes(specs, epochs, lr, seeds, loss, huber_delta)  # candidates: schedules x budgets x LRs
+    labels = [(label, seed + s) for label in axes.labels for s in range(seeds)]
+    epochs = axes.epochs  # the longest budget
     x_shape, y_shape = _window_shapes(windows)
     factory = make_model_factory(model, n_features=x_shape[-1], n_outputs=1 if len(y_shape) == 1 else y_shape[1])
+    axes.check_model(factory, x_shape[1:], sorted({member_seed for _, member_seed in labels}))
     stack = Stack(factory, [member_seed for _, member_seed in labels] * len(windows), device, path=stack_path)
     data = _Rows(windows, len(labels), batch_size, stack)
     for w, window in enumerate(windows):
@@ -207,80 +256,106 @@ def train_windows(
             state = window.init_state
             stack.load_state(state.state if isinstance(state, TrainResult) else state, members=data.groups[w])
 
-    window_specs = [spec for spec in specs for _ in range(seeds)]  # one window's members
-    rates = _Rates(window_specs, lr, epochs, data.steps, data.width, [w.lr_tables for w in windows])
+    window_specs = axes.member_specs()  # one window's members
+    rates = _Rates(window_specs, axes.lr, epochs, data.steps, data.width, axes.tables(windows, data.steps))
     updates = _Updates(stack, optimizer, window_specs, epochs, data.steps, [val is not None for val in data.val],
-                       lr=lr, weight_decay=weight_decay, momentum=momentum)
+                       lr=axes.lr, weight_decay=weight_decay, momentum=momentum,
+                       tabled=[w.lr_tables is not None for w in windows])
+    axes.schedule_free(updates)
+    criterion = axes.criterion(windows, data, stack)  # None: mse
     batches = MemberBatches(data.member_rows(), [member_seed for _, member_seed in labels] * len(windows),
                             width=data.width * batch_size)
     streams = GroupStreams(data.groups, seed, stack.device)
     book = _Book(stack, epochs, data, keep_best=patience is not None and data.any_validation)
+    book.criterion = criterion
+    feed = _Feed(data, batches.mask, batch_size)
+    fused = MLPStep(stack) if fused_step_applies(stack) and criterion is None else None  # the MLP's step by hand, else autograd
 
     fork = [stack.device.index or 0] if stack.device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):
         torch.manual_seed(seed)  # other global-RNG draws reproducible; the caller's RNG left alone
         for epoch in range(epochs):
-            order = batches.epoch()
-            lr_block = torch.as_tensor(rates.block(epoch), device=stack.device)
+            feed.epoch(batches.epoch())
+            lr_block = rates.block(epoch)
             for i in range(data.width):
-                columns, span = slice(i * batch_size, (i + 1) * batch_size), data.spans[i]
+                span = data.spans[i]
                 streams.live, streams.span = data.live[i], span
-                loss = _batch_loss(stack, *data.batch(order[span, columns]), batches.mask[span, columns],
-                                   data.counts[span, i], streams, span)
-                live = book.watch(data.widen(loss.detach(), span), epoch, i, data.present[:, i])
-                stack.backward(torch.where(live[span], loss, 0.0).sum())
+                xb, yb, keep, denominator = feed.step(i)
+                if fused is not None:
+                    loss = fused.loss(xb, yb, keep, denominator, streams, span)
+                else:
+                    loss = _batch_loss(stack, xb, yb, keep, denominator, streams, span, criterion)
+                live = book.watch(loss.detach(), span, epoch, i)
+                everyone = bool(live[span].all())
+                if fused is not None:
+                    fused.backward(None if everyone else torch.from_numpy(live[span]).to(stack.device))
+                else:
+                    stack.backward(loss.sum() if everyone else
+                                   torch.where(torch.from_numpy(live[span]).to(stack.device), loss, 0.0).sum())
                 if grad_clip is not None:
                     _clip_grad_norms(stack, grad_clip)
                 book.lr[:, epoch, i] = updates.step(lr_block[:, i], live, i)
                 stack.zero_grad()
             monitor = book.end_epoch(epoch, updates, patience)
+            axes.spend(book, updates, epoch)  # members whose budget is spent stop
             rates.end_epoch(monitor)
             if not book.any_active():
                 break
     updates.eval()  # schedule-free members end at their averaged weights
     book.restore_best()
-    return [book.result(w, labels) for w in range(len(windows))]
+    return [axes.describe(book.result(w, labels)) for w in range(len(windows))]
 
 
 class _Book:
     """Per-member bookkeeping: who is active, losses, LRs, best epochs, best weights.
 
-    Step losses and LRs are laid out ``[M, epochs, width]``; a window's members fill the first
-    ``steps`` columns of each epoch.
+    Kept on the host (a few numbers per member per step: numpy costs far less per operation than
+    tensor ops do). Step losses and LRs are laid out ``[M, epochs, width]``; a window's members
+    fill the first ``steps`` columns of each epoch.
     """
 
     def __init__(self, stack: Stack, epochs: int, rows: _Rows, keep_best: bool) -> None:
-        n_members, device = stack.n_members, stack.device
+        n_members = stack.n_members
         self.stack, self.rows, self.epochs = stack, rows, epochs
-        self.active = torch.ones(n_members, dtype=torch.bool, device=device)
-        self.diverged = torch.zeros(n_members, dtype=torch.bool, device=device)
-        self.first_loss = torch.zeros(n_members, dtype=stack.dtype, device=device)
-        self.step_loss = torch.full((n_members, epochs, rows.width), torch.nan, dtype=stack.dtype, device=device)
-        self.lr = torch.full((n_members, epochs, rows.width), torch.nan, dtype=torch.float64, device=device)
+        dtype = torch.empty((), dtype=stack.dtype).numpy().dtype
+        self.active = np.ones(n_members, dtype=bool)
+        self.diverged = np.zeros(n_members, dtype=bool)
+        self.threshold = np.zeros(n_members, dtype=dtype)  # DIVERGENCE_FACTOR x each member's first-step loss
+        self.factor = np.asarray(DIVERGENCE_FACTOR, dtype=dtype)
+        self.present = rows.present.cpu().numpy()
+        self.step_loss = np.full((n_members, epochs, rows.width), np.nan, dtype=dtype)
+        self.lr = np.full((n_members, epochs, rows.width), np.nan)
         self.validated = np.repeat([val is not None for val in rows.val], rows.n_members)
         self.val_loss = np.full((n_members, epochs), np.nan)
         self.best_val = np.full(n_members, np.inf)
         self.best_epoch = np.full(n_members, -1)
         self.stale_epochs = np.zeros(n_members, dtype=int)
         self.stopped_epoch = np.full(n_members, epochs)
-        self.running = np.ones(n_members, dtype=bool)  # host copy of `active` at the last epoch end
+        self.running = np.ones(n_members, dtype=bool)  # `active` at the last epoch end
         self.best_flat = stack.flat.clone() if keep_best else None
 
-    def watch(self, loss: torch.Tensor, epoch: int, i: int, present: torch.Tensor) -> torch.Tensor:
-        """Record the losses of step ``i`` of ``epoch``, freeze members that diverge (before their
-        update); returns who updates now: active members with a batch."""
+    def watch(self, loss: torch.Tensor, span: slice, epoch: int, i: int) -> np.ndarray:
+        """Record the losses (of the members in ``span``) of step ``i`` of ``epoch``, freeze members
+        that diverge (before their update); returns who updates now: active members with a batch."""
+        values = loss.cpu().numpy()
+        if len(values) != self.stack.n_members:  # the step computed some members only: zeros elsewhere
+            values, part = np.zeros(self.stack.n_members, dtype=values.dtype), values
+            values[span] = part
         if epoch == 0 and i == 0:
-            self.first_loss.copy_(loss)
-        watched = self.active & present
-        self.step_loss[:, epoch, i] = torch.where(watched, loss, torch.nan)
-        bad = watched & (~torch.isfinite(loss) | (loss > DIVERGENCE_FACTOR * self.first_loss))
+            self.threshold = self.factor * values
+        watched = self.active & self.present[:, i]
+        self.step_loss[:, epoch, i] = np.where(watched, values, np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = watched & (~np.isfinite(values) | (values > self.threshold))
+        if not bad.any():
+            return watched
         self.diverged |= bad
         self.active &= ~bad
         return watched & ~bad
 
     def end_epoch(self, epoch: int, updates: _Updates, patience: int | None) -> np.ndarray:
         """Validate, early-stop, and return each member's epoch metric for plateau schedules."""
-        active = self.active.cpu().numpy()
+        active = self.active.copy()
         self.stopped_epoch[self.running & ~active] = epoch  # diverged during this epoch
         self.running = active
         monitor = self._training_loss(epoch)
@@ -301,18 +376,18 @@ class _Book:
             stop = active & self.validated & (self.stale_epochs >= patience)
             self.stopped_epoch[stop] = epoch + 1
             self.running = active & ~stop
-            self.active &= torch.as_tensor(~stop, device=self.active.device)
+            self.active &= ~stop
         return np.where(self.validated, loss, monitor)
 
     def _training_loss(self, epoch: int) -> np.ndarray:
         """Each member's mean batch loss over its steps of ``epoch`` (NaN once frozen)."""
-        means = [torch.nanmean(self.step_loss[group, epoch, :steps].double(), dim=1)
+        means = [torch.nanmean(torch.from_numpy(self.step_loss[group, epoch, :steps]).double(), dim=1)
                  for group, steps in zip(self.rows.groups, self.rows.steps)]
         return torch.cat(means).cpu().numpy()
 
     def _validation_loss(self) -> np.ndarray:
         """Each member's MSE on its window's validation rows (NaN without them)."""
-        losses = [np.full(self.rows.n_members, np.nan) if val is None else _mse(self.stack, *val, members=group)
+        losses = [np.full(self.rows.n_members, np.nan) if val is None else _mse(self.stack, *val, members=group, loss=getattr(self, "criterion", None))
                   for group, val in zip(self.rows.groups, self.rows.val)]
         return np.concatenate(losses)
 
@@ -332,15 +407,15 @@ class _Book:
         group, steps = self.rows.groups[w], int(self.rows.steps[w])
         stack = self.stack if len(self.rows.groups) == 1 else self.stack.select(group)
 
-        def per_step(values: torch.Tensor) -> np.ndarray:  # [M, epochs, width] -> the window's [K, epochs * steps]
-            return values[group, :, :steps].reshape(len(labels), -1).cpu().numpy()
+        def per_step(values: np.ndarray) -> np.ndarray:  # [M, epochs, width] -> the window's [K, epochs * steps]
+            return values[group, :, :steps].astype(np.float64).reshape(len(labels), -1)
 
         return TrainResult(
             labels=list(labels),
-            step_loss=per_step(self.step_loss.double()),
+            step_loss=per_step(self.step_loss),
             val_loss=self.val_loss[group].copy(),
             lr=per_step(self.lr),
-            diverged=self.diverged[group].cpu().numpy(),
+            diverged=self.diverged[group].copy(),
             best_epoch=self.best_epoch[group].copy(),
             stopped_epoch=self.stopped_epoch[group].copy(),
             state=stack.state(),
@@ -349,9 +424,10 @@ class _Book:
         )
 
 
-def _batch_loss(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, keep: torch.Tensor, count: torch.Tensor,
-                streams: GroupStreams, members: slice) -> torch.Tensor:
-    """The MSE of each of ``members`` on its batch: the mean over its ``count`` real rows (``keep``)."""
+def _batch_loss(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, keep: torch.Tensor | None,
+                denominator: torch.Tensor, streams: GroupStreams, members: slice, criterion: Any = None) -> torch.Tensor:
+    """The MSE of each of ``members`` on its batch: the mean over its real rows (``keep``; None:
+    every row), ``denominator`` = real rows x values per row."""
     whole = members.start == 0 and members.stop == stack.n_members
     out = stack.forward(xb, training=True, streams=streams, members=None if whole else members)
     if out.shape != yb.shape:
@@ -359,20 +435,22 @@ def _batch_loss(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, keep: torch.Te
             f"model: output shape {tuple(out.shape[1:])} per member does not match the target's "
             f"{tuple(yb.shape[1:])}; return [n] for a 1-d target, [n, k] for k targets"
         )
-    squares = (out - yb).square()
-    keep = keep.reshape(*keep.shape, *[1] * (squares.dim() - 2))
-    per_row = math.prod(squares.shape[2:])
-    return torch.where(keep, squares, 0.0).flatten(1).sum(dim=1) / (count * per_row)
+    squares = (out - yb).square() if criterion is None else criterion.elements(out, yb, None if whole else members)
+    if keep is not None:
+        squares = torch.where(keep.reshape(*keep.shape, *[1] * (squares.dim() - 2)), squares, 0.0)
+    return squares.flatten(1).sum(dim=1) / denominator
 
 
 @torch.no_grad()
 def _mse(stack: Stack, X: torch.Tensor, y: torch.Tensor, members: slice | None = None,
-         chunk_rows: int = 8192) -> np.ndarray:
-    """MSE of each member (of ``members``) on shared rows (eval mode), accumulated in float64."""
+         chunk_rows: int = 8192, loss: Any = None) -> np.ndarray:
+    """MSE (or ``loss``'s mean) of each member (of ``members``) on shared rows (eval mode), accumulated in float64."""
     total = None
     for start in range(0, len(X), chunk_rows):
         out = stack.forward(X[start:start + chunk_rows], training=False, shared=True, members=members)
-        part = (out.double() - y[start:start + chunk_rows].double()).square().flatten(1).sum(dim=1)
+        target = y[start:start + chunk_rows].double()
+        part = ((out.double() - target).square() if loss is None else loss.elements(out.double(), target, members)
+                ).flatten(1).sum(dim=1)
         total = part if total is None else total + part
     return (total / y.numel()).cpu().numpy()
 
@@ -383,3 +461,106 @@ def _clip_grad_norms(stack: Stack, max_norm: float) -> None:
     total = torch.linalg.vector_norm(norms, dim=0)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     stack.flat_grad.mul_(coef[:, None])
+
+
+@dataclass
+class Inputs:
+    """What :func:`train` was given, kept on its result so that :meth:`TrainResult.predict` checks
+    (and scales) the ``X`` it gets the same way.
+
+    Attributes
+    ----------
+    shape : the features' shape beyond the row count (``(F,)``, or ``(seq, F)`` for gru/lstm).
+    columns : a DataFrame ``X_train``'s column names, or None (arrays and tensors have none).
+    x_mean, x_std, y_mean, y_std : the train rows' standardization (``scale=True``), else None.
+    """
+
+    shape: tuple[int, ...]
+    columns: list[str] | None = None
+    x_mean: np.ndarray | None = None
+    x_std: np.ndarray | None = None
+    y_mean: np.ndarray | None = None
+    y_std: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, X: Any, y: Any, scale: bool) -> Inputs:
+        """Check ``X_train`` and ``y_train`` against each other, remember columns, fit the scaling."""
+        x_shape, y_shape = tuple(np.shape(X)), tuple(np.shape(y))
+        if len(x_shape) < 2:
+            raise DataError(f"X_train: expected shape [n, features] (one row per target), got {list(x_shape)}"
+                            f"{'; for one feature pass X_train.reshape(-1, 1)' if len(x_shape) == 1 else ''}")
+        if len(y_shape) not in (1, 2):
+            raise DataError(f"y_train: expected shape [n], [n, 1] or [n, outputs], got {list(y_shape)}")
+        if x_shape[0] != y_shape[0]:
+            hint = ("; X_train looks transposed: pass X_train.T" if len(x_shape) == 2 and x_shape[1] == y_shape[0]
+                    else "; y_train looks transposed: pass y_train.T" if len(y_shape) == 2 and y_shape[1] == x_shape[0]
+                    else "")
+            raise DataError(f"X_train, y_train: expected X_train [n, features] and y_train [n] with the same n, got "
+                            f"{list(x_shape)} and {list(y_shape)}{hint}")
+        columns = [str(c) for c in X.columns] if _is_frame(X) else None
+        if columns is not None and len(set(columns)) != len(columns):
+            raise DataError(f"X_train: column names repeat ({columns}); give each feature its own name")
+        inputs = cls(shape=x_shape[1:], columns=columns)
+        if scale:
+            x = _floats(X).reshape(-1, x_shape[-1])  # per feature, over rows (and sequence steps)
+            t = _floats(y).reshape(len(_floats(y)), -1)
+            inputs.x_mean, inputs.x_std = x.mean(axis=0), _nonzero(x.std(axis=0))
+            inputs.y_mean, inputs.y_std = t.mean(axis=0), _nonzero(t.std(axis=0))
+        return inputs
+
+    def features(self, X: Any, name: str) -> Any:
+        """``X`` checked against the training features (shape; columns by name), and scaled."""
+        if _is_frame(X) and self.columns is not None:
+            names = [str(c) for c in X.columns]
+            missing = [c for c in self.columns if c not in names]
+            unknown = [c for c in names if c not in self.columns]
+            if missing or unknown:
+                raise DataError(f"{name}: columns {names} do not match the training columns {self.columns}"
+                                f"{f' (missing {missing})' if missing else ''}"
+                                f"{f' (not trained on {unknown})' if unknown else ''}; pass the same features")
+            if names != self.columns:
+                X = X.set_axis(names, axis=1)[self.columns]  # matched by name, whatever the order
+        shape = tuple(np.shape(X))
+        if shape[1:] != self.shape:
+            expected = "[" + ", ".join(["n", *map(str, self.shape)]) + "]"
+            what = f"the {self.shape[-1]} features trained on" + (f" ({', '.join(self.columns)})" if self.columns else "")
+            hint = (f"; it looks transposed: pass {name}.T" if len(shape) == 2 and shape[::-1][1:] == self.shape
+                    else f"; for one row pass {name}.reshape(1, -1)" if shape == self.shape[-1:] and len(self.shape) == 1
+                    else "")
+            raise DataError(f"{name}: expected shape {expected} (rows x {what}), got {list(shape)}{hint}")
+        if self.x_mean is None:
+            return X
+        return (_floats(X) - self.x_mean) / self.x_std
+
+    def target(self, y: Any, name: str) -> Any:
+        """``y`` as the trainer takes it: a column ``[n, 1]`` as ``[n]``; scaled with ``scale=True``."""
+        shape = tuple(np.shape(y))
+        if len(shape) == 2 and shape[1] == 1:
+            y = y.reshape(-1) if isinstance(y, (np.ndarray, torch.Tensor)) else _floats(y).reshape(-1)
+        if self.y_mean is None:
+            return y
+        values = _floats(y)
+        return (values - self.y_mean.reshape(values.shape[1:] or ())) / self.y_std.reshape(values.shape[1:] or ())
+
+    def unscale(self, out: np.ndarray) -> np.ndarray:
+        """Predictions ``[M, n]`` (or ``[M, n, outputs]``) back in target units."""
+        if self.y_mean is None:
+            return out
+        tail = out.shape[2:] or ()
+        return out.astype(np.float64) * self.y_std.reshape(tail) + self.y_mean.reshape(tail)
+
+
+def _is_frame(values: Any) -> bool:
+    """A pandas DataFrame (without importing pandas: if it is not imported, nothing is one)."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(values, pandas.DataFrame)
+
+
+def _floats(values: Any) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy().astype(np.float64)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _nonzero(std: np.ndarray) -> np.ndarray:
+    return np.where(std > 0, std, 1.0)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import ConfigError, HarnessError, unknown_name
+from harness.errors import ConfigError, HarnessError, did_you_mean, first_line, unknown_name
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -155,7 +155,8 @@ def make_model_factory(model: Mapping[str, Any] | Callable[[], nn.Module] | None
     ----------
     model : the config's ``model`` section, e.g. ``{"hidden": [64, 64], "activation": "relu",
         "dropout": 0.0}`` (an MLP) or ``{"type": "gru", "hidden": [32]}`` (inputs
-        ``[n, seq, features]``); or any callable returning an ``nn.Module``, returned as is.
+        ``[n, seq, features]``), or a user's class ``{"type": "pkg.mod:Class", "params": {...}}``
+        (:class:`UserModelFactory`); or any callable returning an ``nn.Module``, returned as is.
         ``None`` means the default MLP. ``activation`` applies to the MLP only.
     n_features : width of the input's last axis.
     n_outputs : targets per row; with 1 the models return ``[n]``.
@@ -166,6 +167,8 @@ def make_model_factory(model: Mapping[str, Any] | Callable[[], nn.Module] | None
         return model
     if not isinstance(model, Mapping):
         raise ConfigError(f"model: expected a mapping or a module factory, got {type(model).__name__}")
+    if is_class_path(model.get("type")):  # a user's own network (see the end of this module)
+        return user_model_factory(model, n_features, n_outputs)
     for key in model:
         if key not in MODEL_KEYS:
             raise unknown_name("model key", key, MODEL_KEYS)
@@ -194,3 +197,168 @@ def build_member(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise HarnessError(f"model: the factory returned {type(module).__name__}, not a torch.nn.Module")
     return module
+
+
+# --- a user's own network: model: {type: "package.module:Class", params: {...}} --------------------
+
+
+def is_class_path(kind: Any) -> bool:
+    """Whether a ``model.type`` names a user's class (``"package.module:Class"``)."""
+    return isinstance(kind, str) and ":" in kind
+
+
+@dataclass(frozen=True)
+class UserModelFactory:
+    """A picklable factory of a user's ``nn.Module`` class: ``Class(n_features=..., n_outputs=...,
+    **params)``, the class imported from ``path`` (``"package.module:Class"``) with the working
+    folder on ``sys.path`` (so a module next to the config imports), then ``PYTHONPATH``.
+
+    It trains through the vmap path (:class:`harness.training.stack.Stack`); a forward that
+    returns ``[n]`` for one output and ``[n, n_outputs]`` otherwise, as the built-in models do.
+    """
+
+    path: str
+    n_features: int
+    n_outputs: int = 1
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self) -> nn.Module:
+        cls = load_model_class(self.path)
+        kwargs = dict(self.params)
+        try:
+            return cls(n_features=self.n_features, n_outputs=self.n_outputs, **kwargs)
+        except Exception as exc:  # a wrong parameter or a bug in __init__: one line, not a traceback
+            shown = ", ".join([f"n_features={self.n_features}", f"n_outputs={self.n_outputs}",
+                               *(f"{key}={value!r}" for key, value in kwargs.items())])
+            raise HarnessError(
+                f"model '{self.path}': {cls.__name__}({shown}) failed with {type(exc).__name__}: {first_line(exc)}; "
+                "its __init__ must take n_features and n_outputs, and model.params the rest"
+            ) from None
+
+
+def user_model_factory(model: Mapping[str, Any], n_features: int, n_outputs: int = 1) -> UserModelFactory:
+    """The factory of ``model = {"type": "pkg.mod:Class", "params": {...}}`` (checked: the class imports)."""
+    unknown = [key for key in model if key not in USER_MODEL_KEYS]
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]}: a user's model ({model['type']}) takes only "
+                          f"{', '.join(USER_MODEL_KEYS)}; pass its own settings in model.params")
+    params = model.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"model.params: must be a mapping of keyword arguments, got {params!r}")
+    clash = sorted(set(params) & {"n_features", "n_outputs"})
+    if clash:
+        raise ConfigError(f"model.params.{clash[0]}: set by the harness from the data; leave it out")
+    load_model_class(model["type"])
+    return UserModelFactory(str(model["type"]), int(n_features), int(n_outputs),
+                            tuple(sorted((str(k), _frozen(v)) for k, v in params.items())))
+
+
+USER_MODEL_KEYS = ("type", "params", "sequence")
+
+
+def _frozen(value: Any) -> Any:
+    """Lists as tuples, so the factory stays hashable (the class gets tuples for lists)."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def load_model_class(path: str) -> type[nn.Module]:
+    """Import ``"package.module:Class"`` (working folder first on ``sys.path``) and check it is an
+    ``nn.Module`` subclass; one-line errors otherwise."""
+    import importlib
+    import inspect
+    import os
+    import sys
+
+    module_name, _, class_name = path.partition(":")
+    if not module_name or not class_name:
+        raise ConfigError(f"model.type: write a user's network as 'package.module:Class', got {path!r}")
+    if os.getcwd() not in sys.path:  # a module next to the config imports as-is
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise HarnessError(f"model '{path}': cannot import module '{module_name}' ({exc}); run from the folder "
+                           "that holds it or put its folder on PYTHONPATH") from None
+    except Exception as exc:  # a user module that fails while importing
+        raise HarnessError(f"model '{path}': importing '{module_name}' failed with {type(exc).__name__}: "
+                           f"{first_line(exc)}; fix that module") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        classes = sorted(n for n, obj in vars(module).items() if inspect.isclass(obj) and issubclass(obj, nn.Module)
+                         and obj.__module__ == module.__name__)
+        raise HarnessError(f"model '{path}': module '{module_name}' has no class '{class_name}'"
+                           f"{did_you_mean(class_name, classes)}; nn.Module classes there: {', '.join(classes) or 'none'}")
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        raise HarnessError(f"model '{path}': '{class_name}' is not a torch.nn.Module subclass; subclass nn.Module")
+    return cls
+
+
+def check_module(factory: Callable[[], nn.Module], row_shape: Sequence[int], seeds: Sequence[int]) -> None:
+    """Probe a module factory that is not a built-in model before it trains as a stack.
+
+    One-line :class:`HarnessError` s when the members of ``seeds`` differ in their parameters
+    (names or shapes: the stack needs one layout), when the forward fails on a small batch of
+    rows shaped ``row_shape``, or when it cannot run (forward and backward) under
+    ``torch.func.vmap`` over two members, as the stack runs it. Built-in models are not probed.
+    """
+    if isinstance(factory, ModelFactory):
+        return
+    from torch.func import functional_call, vmap
+
+    name = f" '{factory.path}'" if isinstance(factory, UserModelFactory) else ""
+    members = {int(seed): build_member(factory, int(seed)) for seed in dict.fromkeys(seeds)}
+    layouts = {seed: [(n, tuple(p.shape)) for n, p in m.named_parameters()] for seed, m in members.items()}
+    (first, reference), *others = layouts.items()
+    for seed, layout in others:
+        if layout != reference:
+            where = next(((a, b) for a, b in zip(reference, layout) if a != b), None)
+            detail = (f"{where[0][0]} {list(where[0][1])} vs {where[1][0]} {list(where[1][1])}" if where else
+                      f"{len(reference)} vs {len(layout)} parameters")
+            raise HarnessError(
+                f"model{name}: seed {first} and seed {seed} build different parameters ({detail}); the members of "
+                "a stack must share names and shapes, so draw only the initial values from torch's RNG"
+            )
+    template = next(iter(members.values()))
+    if not reference:
+        raise HarnessError(f"model{name}: the module has no parameters to train")
+    dtype = next(template.parameters()).dtype
+    x = torch.zeros(3, *[int(s) for s in row_shape], dtype=dtype)
+    template.train(True)
+    before = {n: b.clone() for n, b in template.named_buffers()}
+    try:
+        with torch.no_grad():
+            template(torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(dtype))
+    except Exception as exc:
+        template.train(False)
+        raise HarnessError(f"model{name}: its forward fails on a batch of rows shaped {[3, *map(int, row_shape)]} "
+                           f"({type(exc).__name__}: {first_line(exc)}); fix the module") from None
+    changed = [n for n, b in template.named_buffers() if n in before and not torch.equal(before[n], b)]
+    if changed:
+        template.train(False)
+        raise HarnessError(
+            f"model{name}: its training forward updates the buffer '{changed[0]}' (BatchNorm's running statistics "
+            "do), which the stack cannot keep per member; use LayerNorm or GroupNorm, or track no statistics"
+        )
+    pair = list(members.values())[:2] * (2 if len(members) == 1 else 1)
+    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in pair[:2]]).requires_grad_(True)
+              for n, _ in reference}
+    buffers = {n: torch.stack([m.get_buffer(n) for m in pair[:2]]) for n, _ in template.named_buffers()}
+
+    def call(p: dict, b: dict, rows: torch.Tensor) -> torch.Tensor:
+        return functional_call(template, (p, b), (rows,))
+
+    try:
+        out = vmap(call, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"forward returned {type(out).__name__}, not a tensor")
+        out.float().sum().backward()
+    except Exception as exc:
+        raise HarnessError(
+            f"model{name}: its forward cannot run under torch.func.vmap ({type(exc).__name__}: {first_line(exc)}); "
+            "the stack trains members through vmap, so write it from vmap-able ops (no .item() or data-dependent "
+            "Python branches, no nn.GRU/nn.LSTM: use the built-in {type: gru|lstm} models)"
+        ) from None
+    finally:
+        template.train(False)

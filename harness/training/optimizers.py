@@ -15,8 +15,11 @@ Updates are in place over the whole buffer (no fresh allocations per step). A me
 before and put back after, so they stay bitwise as they were, even when its gradient is NaN or
 inf, and its step count does not move.
 
-Per-member scalars (``1 - lr*wd``, ``lr/bc1``, ``sqrt(bc2)``) are computed in float64 and rounded
-to the parameter dtype, as torch does with its Python-float scalars.
+Per-member scalars (``1 - lr*wd``, ``lr/bc1``, ``sqrt(bc2)``) are computed on the host in float64,
+the bias corrections' powers ``beta**t`` as Python floats (as torch's AdamW computes them), and
+rounded to the parameter dtype, as torch does with its Python-float scalars. LRs and who is active
+come as tensors or host arrays; the training loop keeps them on the host, so a step issues only
+the few whole-buffer operations.
 
 :class:`ScheduleFreeMembers` runs the ``schedulefree`` package's ``AdamWScheduleFree`` for the
 members that use it, as one param group over their rows.
@@ -41,12 +44,25 @@ if TYPE_CHECKING:
 
 
 class BatchedOptimizer(Protocol):
-    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None: ...
+    def step(self, grads: torch.Tensor, lr: Any, active: Any = None) -> None: ...
 
 
-def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-member values ``[M]`` shaped ``[M, 1, ...]`` to broadcast against ``like``."""
-    return values.reshape(-1, *([1] * (like.dim() - 1)))
+def _host(values: Any, dtype: Any) -> np.ndarray:
+    """Per-member values (a tensor on any device, an array or a list) as a host array."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
+def _column(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """Per-member host values ``[M]`` as a ``[M, 1, ...]`` tensor of ``like``'s dtype and device,
+    to broadcast against it (rounded from float64 to that dtype, as torch rounds its Python-float
+    scalars)."""
+    column = torch.from_numpy(np.ascontiguousarray(values, dtype=_NUMPY_DTYPES[like.dtype]))
+    return column.to(like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
 
 
 class _Frozen:
@@ -54,36 +70,38 @@ class _Frozen:
 
     The optimizers update the whole buffer in place (no fresh allocations per step), so an
     inactive member's row is restored bitwise afterwards, even when its gradient was NaN or inf.
-    On the CPU only the inactive rows are copied (checking who is inactive costs nothing there);
-    on an accelerator whole tensors are kept and selected, to avoid a device sync.
+    Only the inactive rows are copied (who is inactive is known on the host).
     """
 
-    def __init__(self, active: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    def __init__(self, active: np.ndarray, tensors: list[torch.Tensor]) -> None:
         self.tensors = tensors
-        self.on_cpu = active.device.type == "cpu"
-        if self.on_cpu:
-            self.index = (~active).nonzero().squeeze(1)
-            self.saved = [t.index_select(0, self.index) for t in tensors] if len(self.index) else []
-        else:
-            self.keep = _column(active, tensors[0])
-            self.saved = [t.clone() for t in tensors]
+        self.index = torch.from_numpy(np.flatnonzero(~active)).to(tensors[0].device)
+        self.saved = [t.index_select(0, self.index) for t in tensors]
 
     def restore(self) -> None:
         for tensor, saved in zip(self.tensors, self.saved):
-            if self.on_cpu:
-                tensor.index_copy_(0, self.index, saved)
-            else:
-                tensor.copy_(torch.where(self.keep, tensor, saved))
+            tensor.index_copy_(0, self.index, saved)
 
 
-def _all_active(active: torch.Tensor) -> bool:
-    """Whether every member updates (checked on the CPU only, where it costs no device sync); then
-    nothing needs saving and restoring."""
-    return active.device.type == "cpu" and bool(active.all())
+def _frozen(active: np.ndarray | None, tensors: list[torch.Tensor]) -> _Frozen | None:
+    """The inactive rows' saved copies, or None when every member updates."""
+    return None if active is None or active.all() else _Frozen(active, tensors)
 
 
-def _scalars(lr: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(lr, dtype=torch.float64, device=params.device)
+class _Powers:
+    """``base ** k`` for whole step counts ``k``, as Python floats compute them (what torch's
+    single-tensor AdamW uses for its bias corrections), kept in a table that grows as needed."""
+
+    def __init__(self, base: float) -> None:
+        self.base = base
+        self.table = np.ones(1)
+
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        top = int(counts.max(initial=0))
+        if top >= len(self.table):
+            size = max(top + 1, 2 * len(self.table))
+            self.table = np.array([self.base ** float(k) for k in range(size)])
+        return self.table[counts.astype(np.int64)]
 
 
 class BatchedAdamW:
@@ -103,27 +121,31 @@ class BatchedAdamW:
         self.weight_decay = weight_decay
         self.exp_avg = torch.zeros_like(params)
         self.exp_avg_sq = torch.zeros_like(params)
-        self.steps = torch.zeros(params.shape[0], dtype=torch.float64, device=params.device)
+        self.steps = np.zeros(params.shape[0])  # each member's step count (float64, on the host)
+        self._beta1_powers, self._beta2_powers = _Powers(self.beta1), _Powers(self.beta2)
         self._denom = torch.empty_like(params)
         self._delta = torch.empty_like(params)
 
     @torch.no_grad()
-    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
-        """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
-        p, dtype = self.params, self.params.dtype
-        lr = _scalars(lr, p)
-        everyone = _all_active(active)
-        if everyone:  # the usual step: no one to freeze, every count moves (>= 1 after it)
+    def step(self, grads: torch.Tensor, lr: Any, active: Any = None) -> None:
+        """One update of the active members; ``lr`` ``[M]`` and ``active`` ``[M]`` bool (None:
+        every member) as tensors or host arrays."""
+        p = self.params
+        lr = _host(lr, np.float64)
+        active = None if active is None else _host(active, bool)
+        if active is None or active.all():  # the usual step: no one to freeze, every count moves (>= 1 after it)
+            active = None
             counted = steps = self.steps + 1
         else:
-            steps = torch.where(active, self.steps + 1, self.steps)
-            counted = steps.clamp(min=1)  # inactive members that never stepped: any finite value
-        neg_step_size = _column((-(lr / (1 - self.beta1**counted))).to(dtype), p)
-        bc2_sqrt = _column(((1 - self.beta2**counted) ** 0.5).to(dtype), p)
+            steps = np.where(active, self.steps + 1, self.steps)
+            counted = np.maximum(steps, 1)  # inactive members that never stepped: any finite value
+        # torch's scalars, per member: step_size = lr / (1 - beta1**t), sqrt(1 - beta2**t), 1 - lr*wd
+        neg_step_size = _column(-(lr / (1 - self._beta1_powers(counted))), p)
+        bc2_sqrt = _column(np.sqrt(1 - self._beta2_powers(counted)), p)
 
-        frozen = None if everyone else _Frozen(active, [p, self.exp_avg, self.exp_avg_sq])
+        frozen = _frozen(active, [p, self.exp_avg, self.exp_avg_sq])
         if self.weight_decay:  # without decay the factor is exactly 1
-            p.mul_(_column((1 - lr * self.weight_decay).to(dtype), p))
+            p.mul_(_column(1 - lr * self.weight_decay, p))
         self.exp_avg.lerp_(grads, 1 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(grads, grads, value=1 - self.beta2)
         denom = torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(self.eps)
@@ -148,11 +170,13 @@ class BatchedSGD:
         self.buffer = torch.zeros_like(params) if momentum else None
 
     @torch.no_grad()
-    def step(self, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
-        """One update of the active members; ``lr`` ``[M]``, ``active`` ``[M]`` bool."""
+    def step(self, grads: torch.Tensor, lr: Any, active: Any = None) -> None:
+        """One update of the active members; ``lr`` ``[M]`` and ``active`` ``[M]`` bool (None:
+        every member) as tensors or host arrays."""
         p = self.params
-        neg_lr = _column((-_scalars(lr, p)).to(p.dtype), p)
-        frozen = None if _all_active(active) else _Frozen(active, [p] if self.buffer is None else [p, self.buffer])
+        neg_lr = _column(-_host(lr, np.float64), p)
+        active = None if active is None else _host(active, bool)
+        frozen = _frozen(active, [p] if self.buffer is None else [p, self.buffer])
         direction = grads.add(p, alpha=self.weight_decay) if self.weight_decay else grads
         if self.buffer is not None:
             direction = self.buffer.mul_(self.momentum).add_(direction)
@@ -201,17 +225,26 @@ class ScheduleFreeMembers:
         self.state.update(z=self.param.clone(), exp_avg_sq=torch.zeros_like(self.param))
         self.optimizer.train()
 
+    follows_table = False
+    """Set by :class:`_Updates` for a window given its own LR table (``warm_continue``: one schedule
+    spanning all windows): each step's LR comes from the table, warmup included, not from the
+    optimizer's own warmup, so the warmup runs once over all windows."""
+
     @torch.no_grad()
-    def step(self, grads: torch.Tensor, active: torch.Tensor) -> float:
-        """Update the active schedule-free members (``active`` ``[M]`` over the whole stack).
+    def step(self, grads: torch.Tensor, active: Any, lr: float | None = None) -> float:
+        """Update the active schedule-free members (``active`` ``[M]`` bool over the whole stack,
+        a tensor or a host array); ``lr``: this step's LR from a table, used as given (no warmup).
 
         Returns the LR the optimizer used (its warmed-up ``scheduled_lr``).
         """
+        if lr is not None:
+            self.optimizer.param_groups[0].update(lr=float(lr), warmup_steps=0)
         tensors = (self.param, self.state["z"], self.state["exp_avg_sq"])
         before = [tensor.clone() for tensor in tensors]
         self.param.grad = grads.index_select(0, self.index)
         self.optimizer.step()
-        keep = _column(active.index_select(0, self.index), self.param)
+        active = torch.as_tensor(active, device=self.flat.device)
+        keep = active.index_select(0, self.index).view(-1, *([1] * (self.param.dim() - 1)))
         for tensor, old in zip(tensors, before):
             tensor.copy_(torch.where(keep, tensor, old))
         self.flat.index_copy_(0, self.index, self.param)
@@ -243,7 +276,7 @@ class _Rates:
             total = epochs * int(window_steps)
             rows = None if override is None else _lr_override(override, (per_window, total))
             for k, spec in enumerate(specs):
-                if rows is not None and spec.kind != "schedule_free":
+                if rows is not None:  # schedule-free members take theirs as they step (_Updates)
                     curve = rows[k]
                 else:
                     curve = nominal.setdefault((k, total), np.asarray(spec.nominal_table(total, base_lr), np.float64))
@@ -281,30 +314,42 @@ class _Updates:
     together, share one LR sequence and switch to eval mode together, as each would alone."""
 
     def __init__(self, stack: Stack, optimizer: str, specs: list[Any], epochs: int, steps: np.ndarray,
-                 validated: Sequence[bool], *, lr: float, weight_decay: float, momentum: float) -> None:
+                 validated: Sequence[bool], *, lr: float, weight_decay: float, momentum: float,
+                 tabled: Sequence[bool] | None = None) -> None:
         member_specs = list(specs) * len(steps)
         self.grads = stack.flat_grad
         self.optimizer = make_optimizer(optimizer, stack.flat, weight_decay=weight_decay, momentum=momentum)
-        self.batched = torch.tensor([spec.kind != "schedule_free" for spec in member_specs], device=stack.device)
+        self.batched = np.array([spec.kind != "schedule_free" for spec in member_specs])
         self.schedule_free: list[tuple[int, bool, ScheduleFreeMembers]] = []
-        windows = list(zip(steps.tolist(), validated))
+        # A window given its own LR table (``tabled``) gets groups of its own that follow it.
+        tabled = [False] * len(steps) if tabled is None else list(tabled)
+        windows = [(n, has_val, w if own else -1) for w, (n, has_val, own) in enumerate(zip(steps.tolist(), validated,
+                                                                                             tabled))]
         for k, spec in enumerate(specs):
             if spec.kind != "schedule_free":
                 continue
-            for window_steps, has_val in dict.fromkeys(windows):
-                members = [w * len(specs) + k for w, key in enumerate(windows) if key == (window_steps, has_val)]
+            for key in dict.fromkeys(windows):
+                window_steps, has_val, own = key
+                members = [w * len(specs) + k for w, other in enumerate(windows) if other == key]
                 group = ScheduleFreeMembers(stack.flat, members, lr=lr, weight_decay=weight_decay,
                                             warmup_steps=spec.warmup_steps(epochs * window_steps))
+                group.follows_table = own >= 0
                 self.schedule_free.append((window_steps, has_val, group))
 
-    def step(self, lr: torch.Tensor, live: torch.Tensor, i: int) -> torch.Tensor:
-        """Update the live members (``live`` ``[M]``) at step ``i`` of the epoch with ``lr``
-        ``[M]``; returns the LR each used (NaN if it sat out)."""
+    def step(self, lr: np.ndarray, live: np.ndarray, i: int) -> np.ndarray:
+        """Update the live members (``live`` ``[M]`` bool) at step ``i`` of the epoch with ``lr``
+        ``[M]`` (host arrays); returns the LR each used (NaN if it sat out)."""
+        if not self.schedule_free:
+            self.optimizer.step(self.grads, lr, live)
+            return np.where(live, lr, np.nan)
         self.optimizer.step(self.grads, lr, live & self.batched)
+        lr = np.array(lr, dtype=np.float64)
+        live_tensor = torch.from_numpy(live).to(self.grads.device)
         for steps, _, members in self.schedule_free:
             if i < steps:
-                lr = lr.index_fill(0, members.index, members.step(self.grads, live))
-        return torch.where(live, lr, torch.nan)
+                rows = members.index.cpu().numpy()
+                lr[rows] = members.step(self.grads, live_tensor, lr[rows[0]] if members.follows_table else None)
+        return np.where(live, lr, np.nan)
 
     def eval(self, validating: bool = False) -> None:
         """Schedule-free members to their averaged weights (only those that validate, when

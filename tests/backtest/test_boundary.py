@@ -24,7 +24,7 @@ import torch
 from harness.backtest import plan
 from harness.backtest.boundary import JOB_WINDOWS, Chained, Independent, Job, policy
 from harness.backtest.executors import Work
-from harness.backtest.plan import Window
+from harness.backtest.planning import Window
 from harness.backtest.result import assemble
 from harness.backtest.window import Fitted, Start, WindowResult, WindowTrainer
 from harness.config import parse_config

@@ -20,9 +20,10 @@ import yaml
 from mlflow import MlflowClient
 
 from harness import provenance, tracking
-from harness.backtest import Backtest, plan, run_and_log, run_backtest, run_windows
+from harness.backtest import Backtest, run_and_log, run_backtest, run_windows
 from harness.backtest import resume
 from harness.backtest.boundary import policy
+from harness.backtest.planning import plan
 from harness.backtest.run import run_tags
 from harness.config import parse_config
 from harness.data import load_prices
@@ -349,3 +350,62 @@ def test_a_checkpoint_cut_short_is_ignored_and_that_work_redone(tmp_path, store,
         cut.write_bytes(cut.read_bytes()[:100])
         loaded = resume.Checkpoint.load(store, run_id, config, policy(config, the_plan.windows))
         assert sorted(loaded.done) == ([] if chained else [0, 2])  # a chain restarts from window 0
+
+
+# --- the logging and the selection are resumable steps -------------------------------------------
+
+
+def test_a_taken_over_parent_keeps_its_complete_schedule_runs_and_trashes_the_rest(tmp_path, store):
+    """What a kill during the final logging leaves: complete (FINISHED) schedule runs, kept; a
+    partial one (RUNNING, or ended KILLED by a Ctrl-C), trashed; a second FINISHED run of one
+    schedule (written by an older version), trashed: one run per schedule stays."""
+    config = parse_config(small_config(tmp_path))
+    parent = _open(store, config, {**provenance.process_tags(), "process.pid": str(_dead_pid())})
+    client = MlflowClient(store.tracking_uri)
+    experiment_id = client.get_run(parent).info.experiment_id
+
+    def child(schedule: str, status: str | None) -> str:
+        run_id = client.create_run(experiment_id, run_name=schedule, tags={
+            "mlflow.parentRunId": parent, "kind": "schedule", "schedule": schedule}).info.run_id
+        if status:
+            client.set_terminated(run_id, status)
+        return run_id
+
+    older = child("constant", "FINISHED")
+    time.sleep(0.01)  # newest first by start time
+    newer = child("constant", "FINISHED")
+    running, killed = child("cosine(warmup=0.1)", None), child("wsd", "KILLED")
+    assert tracking.logged_schedules(store, parent) == {"constant": newer}
+    earlier = resume.find_earlier(store, config.experiment, run_tags(config, "d" * 16))
+    assert earlier.resumable == parent
+    checkpoint = resume.begin(store, config, run_tags(config, "d" * 16), earlier,
+                              policy(config, plan(config).windows), run_name="t")
+    assert checkpoint.run_id == parent and checkpoint.done == {}
+    assert {run_id: client.get_run(run_id).info.lifecycle_stage for run_id in (older, newer, running, killed)} == {
+        older: "deleted", newer: "active", running: "deleted", killed: "deleted"}
+    assert client.get_run(running).info.status == "KILLED"  # never left RUNNING
+    assert client.get_run(parent).info.status == "RUNNING"
+    assert client.get_run(parent).data.params["experiment"] == config.experiment  # params logged again
+
+
+@pytest.mark.slow
+def test_a_finished_backtest_without_its_selection_gets_it_on_rerun(tmp_path, prices):
+    """An older version ended the parent FINISHED before its selection: a kill then left a finished
+    backtest without `selected_schedule`. The same command logs the selection, trains nothing."""
+    config = parse_config(small_config(tmp_path, training={"epochs": 1, "seeds": 1}))
+    first = run_and_log(config, progress=False, prices=prices)
+    store = tracking.resolve_store(config.tracking.uri)
+    client = MlflowClient(store.tracking_uri)
+    tags = client.get_run(first.run_id).data.tags
+    selection = {key: value for key, value in tags.items() if key.startswith("select")}
+    assert selection["selected_schedule"] == first.selection.selected
+    for key in selection:
+        client.delete_tag(first.run_id, key)
+    artifacts = Path(client.get_run(first.run_id).info.artifact_uri.removeprefix("file://"))
+    (artifacts / "selection.md").unlink()
+    again = run_and_log(config, progress=False, prices=prices)
+    assert again.trained is False and again.run_id == first.run_id
+    run = client.get_run(first.run_id)
+    assert {key: run.data.tags.get(key) for key in selection} == selection
+    assert (artifacts / "selection.md").is_file() and run.info.status == "FINISHED"
+    assert len(tracking.find_runs(store, config.experiment)) == 3  # nothing else logged

@@ -1,5 +1,7 @@
-"""The bad-input contract (design section 12), as a user meets it: ``harness run`` in a subprocess
-(slow), and each case through ``harness.cli.main`` in-process (the fast tier).
+"""The bad-input contract (design section 12), as a user meets it: each case of the table through
+``harness.cli.main`` in-process (the fast tier), and a subset (``SUBPROCESS``) as ``harness``
+subprocesses (slow). Add a row to ``CASES`` for every new way to get input wrong, and to ``READ``
+for every input that looks wrong but must be read.
 
 Every bad input gives exactly one line on stderr naming the problem and the fix, exit status 2 and
 no traceback; it leaves no run RUNNING (a run that had started is FAILED) and leaves the results
@@ -61,6 +63,9 @@ CASES = [
     ("bad-set", None, ["--set", "training.epochs"], "expected KEY=VALUE"),
     ("zero-workers", {"execution": {"workers": 0}}, [], "execution.workers: must be > 0, got 0"),
     ("validation-leaves-nothing", {"training": {"validation": 0.999}}, [], "training.validation: 0.999 leaves no rows"),
+    ("exponent-in-an-integer", "training: {epochs: 1e-2}\n", [], "training.epochs: must be an integer, got 0.01"),
+    ("delimiter-not-one-character", {"data": {"delimiter": ";;"}}, [], "data.delimiter: must be one separator character"),
+    ("periods-per-year-zero", {"data": {"periods_per_year": 0}}, [], "data.periods_per_year: must be > 0, got 0"),
     # schedules
     ("unknown-schedule", {"schedules": ["cosin"]}, [], "did you mean 'cosine'"),
     ("bad-schedule-param", {"schedules": [{"name": "step", "gamma": -1}]}, [], "gamma"),
@@ -84,16 +89,54 @@ CASES = [
     ("no-rows-in-range", {"data": {"start": "2030-01-01", "end": None}}, [], "no rows in [2030-01-01"),
     ("windows-too-long", {"windows": {"train": 100000}}, [], "100000"),
     ("short-purge", {"windows": {"purge": 1}}, [], "windows.purge: 1 is shorter than the label horizon 5"),
+    ("delimiter-left-open", {"data": {"path": "{tmp}/two-delimiters.csv"}}, [],
+     "fields could be separated by ';' and '|'; set data.delimiter"),
+    ("decimal-left-open", {"data": {"path": "{tmp}/grouped.csv"}}, [],
+     "'1,234' could be a decimal or a thousands separator; set data.decimal"),
+    ("date-order-left-open", {"data": {"path": "{tmp}/ambiguous-dates.csv"}}, [],
+     "read both day first (2010-02-01) and month first (2010-01-02); set data.dayfirst: true or false"),
+    ("day-first-dates-read-month-first", {"data": {"path": "{tmp}/day-first.csv", "dayfirst": False}}, [],
+     "unparseable date '13/01/2010' in column 'date' (row 8); write all dates in one format, e.g. YYYY-MM-DD "
+     "(data.dayfirst: false is set)"),
+    ("semicolons-not-read", {"data": {"path": "{tmp}/semicolon.csv", "delimiter": ","}}, [],
+     "set data.delimiter if the fields are separated by ';'"),
+    ("price-spike-without-repair", {"data": {"path": "{tmp}/spike.csv", "repair": False}}, [],
+     "a price spike: 'close' jumps from"),
     # tracking
     ("tracking-folder-is-a-file", {"tracking": {"uri": "{tmp}/a-file/mlruns"}}, [], "is not writable"),
     ("tracking-scheme-unknown", {"tracking": {"uri": "ftp://example.invalid/store"}}, [], "cannot open tracking store"),
+    ("tracking-sqlite-two-slashes-short", {"tracking": {"uri": "sqlite:/nope.db"}}, [],
+     "tracking uri 'sqlite:/nope.db' is malformed: a SQLite store is sqlite:///relative/path.db"),
+    ("tracking-sqlite-no-file", None, ["--tracking-uri", "sqlite:///"], "tracking uri 'sqlite:///' names no database file"),
+    ("tracking-http-no-host", {"tracking": {"uri": "http://"}}, [], "tracking uri 'http://' names no host"),
+    ("tracking-http-bad-port", {"tracking": {"uri": "http://127.0.0.1:99999"}}, [], "(Port out of range 0-65535)"),
+    ("tracking-http-bad-ipv6", {"tracking": {"uri": "http://[::1/store"}}, [], "(Invalid IPv6 URL)"),
+    ("tracking-database-driver-missing", {"tracking": {"uri": "mysql://user@127.0.0.1:{port}/mlflow"}}, [],
+     "the mysql driver is not installed"),
     ("deleted-experiment", {"experiment": DELETED}, [], f"experiment '{DELETED}' is deleted"),
     # network
     ("offline-no-cache", {"data": {"source": "yfinance", "tickers": ["^NOPE"], "cache_dir": "{tmp}/cache"}}, [],
      "network"),
     ("tracking-server-down", {"tracking": {"uri": "http://127.0.0.1:{port}"}}, [], "does not answer"),
+    ("select-server-down", None, ["select", GOOD, "--tracking-uri", "http://127.0.0.1:{port}"], "does not answer"),
+    ("select-malformed-uri", None, ["select", GOOD, "--tracking-uri", "sqlite:/nope.db"], "is malformed"),
     ("ray-cluster-down", {"execution": {"executor": "ray", "address": "127.0.0.1:{port}"}}, [], "execution."),
 ]
+
+
+# The rows also run as subprocesses (the slow tier): one or more of each area, and every row where a
+# fresh interpreter matters (import-time checks, workers, sockets, a library warning printed once).
+SUBPROCESS = {
+    "missing-config", "invalid-yaml", "unknown-key", "exponent-in-an-integer", "bad-set",
+    "unknown-schedule", "schedule-free-with-sgd",
+    "unknown-strategy", "missing-plugin", "plugin-fails-mid-run",
+    "missing-data-file", "csv-without-dates", "windows-too-long", "short-purge", "delimiter-left-open",
+    "date-order-left-open", "price-spike-without-repair",
+    "tracking-folder-is-a-file", "tracking-scheme-unknown", "tracking-sqlite-two-slashes-short",
+    "tracking-http-no-host", "tracking-database-driver-missing", "deleted-experiment",
+    "offline-no-cache", "tracking-server-down", "select-server-down", "ray-cluster-down",
+}
+SUBPROCESS_CASES = [case for case in CASES if case[0] in SUBPROCESS]
 
 
 def _fill(value, tmp: Path, port: int):
@@ -110,6 +153,8 @@ def _command(case, tmp: Path, store: Path, port: int) -> list[str]:
     name, config, args, _ = case
     files = tmp / name
     files.mkdir()
+    if args[:1] == ["select"]:  # another command than `harness run`: the args are the whole command
+        return _fill(args, tmp, port)
     command = ["run", "--no-progress"]
     if isinstance(config, str):
         (files / "c.yaml").write_text(config)
@@ -149,6 +194,20 @@ def _bad_files(tmp: Path) -> None:
     (tmp / "empty.csv").write_text("")
     (tmp / "nodate.csv").write_text("a,b\n1,2\n3,4\n")
     (tmp / "a-file").write_text("not a folder")
+    (tmp / "two-delimiters.csv").write_text("date;close;note|x\n2010-01-04;2;a|b\n2010-01-05;3;c|d\n")
+    (tmp / "grouped.csv").write_text("date;close\n2010-01-04;1,234\n2010-01-05;1,236\n")
+    (tmp / "ambiguous-dates.csv").write_text("date,close\n01/02/2010,5\n02/02/2010,6\n03/02/2010,7\n")
+    prices = _small_prices()
+    prices.to_csv(tmp / "day-first.csv", date_format="%d/%m/%Y", index_label="date")
+    prices.to_csv(tmp / "semicolon.csv", sep=";", index_label="timestamp", columns=["adj_close"], header=["price"])
+    spike = prices.copy()
+    spike.iloc[100, [spike.columns.get_loc("close"), spike.columns.get_loc("adj_close")]] *= 100
+    spike.to_csv(tmp / "spike.csv", index_label="date")
+
+
+def _small_prices():
+    """The small config's prices (S&P 500, 2010-2011), to write in other layouts."""
+    return load_prices("csv", path=ROOT / "data" / "sp500.csv", start="2010-01-01", end="2011-12-31")
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +223,10 @@ def outcomes(tmp_path_factory):
     client.delete_experiment(client.create_experiment(DELETED))
     before = _snapshot(store)
     port = _closed_port()
-    commands = [_command(case, tmp, store, port) for case in CASES]
+    commands = [_command(case, tmp, store, port) for case in SUBPROCESS_CASES]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = dict(zip([case[0] for case in CASES], pool.map(lambda command: _run(command, store), commands)))
+        done = dict(zip([case[0] for case in SUBPROCESS_CASES], pool.map(lambda command: _run(command, store),
+                                                                         commands)))
     return {"done": done, "before": before, "after": _snapshot(store), "store": store}
 
 
@@ -202,8 +262,14 @@ def test_a_bad_input_through_main_is_its_one_line_exit_2_and_opens_no_run(cli, t
         client.delete_run(run.info.run_id)
 
 
+def test_every_subprocess_row_is_in_the_table():
+    names = [case[0] for case in CASES]
+    assert len(set(names)) == len(names) and SUBPROCESS <= set(names)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "expected"), [(case[0], case[3]) for case in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "expected"), [(case[0], case[3]) for case in SUBPROCESS_CASES],
+                         ids=[c[0] for c in SUBPROCESS_CASES])
 def test_a_bad_input_is_one_line_on_stderr_and_exit_2(outcomes, name, expected):
     done = outcomes["done"][name]
     assert done.returncode == 2, (done.stdout, done.stderr)
@@ -237,3 +303,95 @@ def test_a_diverging_member_is_recorded_and_the_backtest_finishes(tmp_path):
     np.testing.assert_array_equal(rate, [1.0])
     runs = tracking.find_runs(outcome.store, config.experiment)
     assert set(runs["status"]) == {"FINISHED"} and len(runs) == 2
+
+
+# Inputs that look wrong but are right: each is read (``harness plan``, exit 0) and says nothing on
+# stderr but its own ``harness: WARNING:`` lines; no library warning. (id, config as in CASES, the
+# stdout that shows it was read right, the one warning expected or None.) {hash} is the small
+# config's own data hash: the file was read to the very same prices.
+READ = [
+    ("semicolon-file", {"data": {"path": "{tmp}/good-semicolon.csv"}}, "(hash {hash})", None),
+    ("tab-file", {"data": {"path": "{tmp}/good-tab.csv"}}, "(hash {hash})", None),
+    ("decimal-comma-file", {"data": {"path": "{tmp}/good-decimal-comma.csv"}}, "(hash {hash})", None),
+    ("day-first-file", {"data": {"path": "{tmp}/day-first.csv"}}, "(hash {hash})", None),
+    ("day-first-decimal-comma-file", {"data": {"path": "{tmp}/good-european.csv"}}, "(hash {hash})", None),
+    ("ambiguous-dates-settled", {"data": {"path": "{tmp}/monthly-on-the-first.csv", "dayfirst": True,
+                                          "start": None, "end": None}, "windows": {"train": 2, "test": 1, "purge": 1},
+                                 "strategy": {"name": "return_forecast",
+                                              "params": {"lags": 1, "vol_window": 2, "momentum": [1]}}},
+     "12 rows 2010-01-01 .. 2010-12-01", None),
+    ("exponent-numbers", "training: {lr: 1e-3, weight_decay: 1E-5}\nselection: {alpha: 1e-1}\n"
+     "strategy: {name: return_forecast, params: {cost_bps: 5e-1}}\n"
+     "schedules: [{name: cosine, min_lr_ratio: 1e-2}, {name: step, gamma: 5e-1}]\n",
+     "members per window 6 (2 schedules x 3 seeds)", None),
+    ("empty-config", "", "25 rolling windows; members per window 24", None),
+    ("price-spike-repaired", {"data": {"path": "{tmp}/spike.csv"}}, "rolling windows",
+     "1 price spike (first: 'close' jumps from"),
+    ("plateau-cannot-act", {"training": {"patience": 3}, "schedules": ["constant", "plateau"]}, "rolling windows",
+     "schedules[1]: plateau never lowers the LR"),
+]
+
+
+def _read_files(tmp: Path) -> None:
+    _bad_files(tmp)
+    prices = _small_prices()
+    prices.to_csv(tmp / "good-semicolon.csv", sep=";", index_label="date")
+    prices.to_csv(tmp / "good-tab.csv", sep="\t", index_label="date")
+    prices.to_csv(tmp / "good-decimal-comma.csv", sep=";", decimal=",", index_label="date")
+    prices.to_csv(tmp / "good-european.csv", sep=";", decimal=",", date_format="%d.%m.%Y", index_label="Datum")
+    monthly = "".join(f"01/{month:02d}/2010,{100 + month * (-1) ** month}\n" for month in range(1, 13))
+    (tmp / "monthly-on-the-first.csv").write_text("date,close\n" + monthly)  # also Jan 1 to Jan 12 month first
+
+
+def _read_command(case, tmp: Path) -> list[str]:
+    name, config, _, _ = case
+    command = _command((name, config, [], None), tmp, tmp / "mlruns", 0)
+    return ["plan", *command[2:]]  # `harness plan FILE`: reads and plans, trains nothing
+
+
+def _check_read(done, case, tmp: Path) -> None:
+    from harness.data import fingerprint
+
+    _, _, shows, warning = case
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert shows.replace("{hash}", fingerprint(_small_prices())) in done.stdout, done.stdout
+    lines = done.stderr.splitlines()
+    if warning is None:
+        assert lines == [], done.stderr
+    else:
+        assert len(lines) == 1 and lines[0].startswith("harness: WARNING: ") and warning in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("case", READ, ids=[case[0] for case in READ])
+def test_an_input_that_looks_wrong_but_is_right_is_read_without_a_warning(cli, tmp_path, case):
+    _read_files(tmp_path)
+    _check_read(cli(*_read_command(case, tmp_path)), case, tmp_path)
+
+
+@pytest.mark.slow
+def test_those_inputs_read_in_a_fresh_interpreter_print_no_library_warning(tmp_path):
+    """The same table as subprocesses: a library warning (pandas guessing a date format, say) would be
+    printed there, where pytest no longer intercepts warnings."""
+    _read_files(tmp_path)
+    commands = [_read_command(case, tmp_path) for case in READ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = list(pool.map(lambda command: _run(command, tmp_path / "mlruns"), commands))
+    for case, result in zip(READ, done):
+        _check_read(result, case, tmp_path)
+
+
+def test_the_default_backtest_is_one_with_or_without_an_empty_file(cli, tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with_file, without = cli("plan", str(empty)), cli("plan")
+    assert with_file.returncode == without.returncode == 0, (with_file.stderr, without.stderr)
+    assert with_file.stdout == without.stdout and "25 rolling windows" in without.stdout
+
+
+def test_select_against_a_server_that_does_not_answer_fails_within_seconds(cli):
+    import time
+
+    started = time.perf_counter()
+    done = cli("select", GOOD, "--tracking-uri", f"http://127.0.0.1:{_closed_port()}")
+    assert done.returncode == 2 and "does not answer" in done.stderr
+    assert time.perf_counter() - started < 10

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from harness import cli, tracking
 from harness.backtest import plan
-from harness.backtest.plan import production_window
+from harness.backtest.planning import production_window
 from harness.backtest.window import Start, WindowTrainer
 from tests.conftest import ROOT, small_config
 

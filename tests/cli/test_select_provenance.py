@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from harness import tracking
 from harness.backtest import run_and_log
-from harness.backtest.plan import plan
+from harness.backtest.planning import plan
 from harness.config import parse_config
 from harness.evaluation import selection
 from tests.conftest import small_config

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from harness import tracking
 from harness.backtest import plan, run_windows
-from harness.backtest.plan import production_window
+from harness.backtest.planning import production_window
 from harness.backtest.window import WindowTrainer
 from harness.config import parse_config
 from harness.errors import HarnessError

@@ -413,11 +413,11 @@ def test_user_mistakes_raise_one_line_errors(kwargs, error, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((np.ones((10, 3)), np.ones(9)), "10 rows of features but 9 targets"),
-        ((np.ones(10), np.ones(10)), "expected X"),
+        ((np.ones((10, 3)), np.ones(9)), "with the same n, got"),
+        ((np.ones(10), np.ones(10)), "X_train: expected shape"),
         ((np.full((10, 3), np.nan), np.ones(10)), "X_train: contains NaN"),
         ((np.ones((10, 3)), np.ones(10), np.ones((4, 3))), "give both"),
-        ((np.ones((10, 3)), np.ones(10), np.ones((4, 2)), np.ones(4)), "do not match"),
+        ((np.ones((10, 3)), np.ones(10), np.ones((4, 2)), np.ones(4)), "X_val: expected shape"),
     ],
 )
 def test_bad_data_raises_data_errors(args, message):

@@ -128,3 +128,21 @@ def test_schedule_free_rows_equal_solo_schedulefree_runs(warmup, weight_decay):
         solo.eval()
         torch.testing.assert_close(flat[m], p.detach(), rtol=1e-6, atol=1e-7)
     assert torch.equal(flat[1], params[1])  # not a schedule-free member
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_lrs_and_who_is_active_may_come_as_host_arrays(name):
+    """The trainer keeps LRs and activity on the host: the same updates as from tensors; None is everyone."""
+    params, grads, lrs, active = sequences(seed=5)
+    as_tensors = make_optimizer(name, params.clone(), weight_decay=0.01)
+    as_arrays = make_optimizer(name, params.clone(), weight_decay=0.01)
+    everyone = make_optimizer(name, params.clone(), weight_decay=0.01)
+    for t in range(T):
+        as_tensors.step(grads[t], lrs[t], active[t])
+        as_arrays.step(grads[t], lrs[t].numpy(), active[t].numpy())
+        everyone.step(grads[t], lrs[t].numpy(), None)
+    assert torch.equal(as_tensors.params, as_arrays.params)
+    all_active = make_optimizer(name, params.clone(), weight_decay=0.01)
+    for t in range(T):
+        all_active.step(grads[t], lrs[t], torch.ones(M, dtype=torch.bool))
+    assert torch.equal(everyone.params, all_active.params)
