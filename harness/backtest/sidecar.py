@@ -313,7 +313,16 @@ def _read_exactly(stream: Any, size: int) -> bytes | None:
 
 
 def _serve() -> int:
-    """The side process: import the drawing and the statistics, then do each job sent."""
+    """The side process: its jobs until the run closes the pipe; a run gone without closing it
+    (``kill -9``) ends this quietly, with nobody left to reply to."""
+    try:
+        return _jobs()
+    except (SideProcessError, BrokenPipeError, OSError):
+        return 0
+
+
+def _jobs() -> int:
+    """Import the drawing and the statistics, then do each job sent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the run: it ends this by closing the pipe
     logging.basicConfig(level=logging.WARNING, format="harness: %(levelname)s: %(message)s")  # as the CLI's
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")

@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from harness.errors import HarnessError, unknown_name
+from harness.errors import unknown_name
 from harness.figures.common import (
     BASELINE_STYLE,
     DOUBLE,
@@ -37,6 +37,14 @@ from harness.figures.common import (
     save_png,
     schedule_colors,
 )
+from harness.figures.outcomes import (  # noqa: F401 (re-exported: the figures of one backtest)
+    cumulative_errors,
+    equity_figure,
+    errors_figure,
+    plot_equity,
+    plot_errors,
+)
+from harness.figures.schedules import _draw_lr_curves, lr_curve_figure, plot_lr_curve  # noqa: F401
 
 if TYPE_CHECKING:
     from harness.backtest import Backtest
@@ -50,8 +58,7 @@ STEP_CONTINUED = "optimizer step (all windows in sequence; the schedule runs on 
 # --- the set a backtest's runs get --------------------------------------------------------------
 
 
-def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
-                     ) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
+def backtest_figures(backtest: Backtest, folder: str | Path) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
     """Draw a backtest's run figures into ``folder``; return ``(parent_files, schedule_files)`` as
     :func:`harness.tracking.finish_backtest` takes them.
 
@@ -65,12 +72,7 @@ def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
     (its line, seed band and the baseline) when it has per-window metrics. The headline metric is
     the selection metric (``selection.metric``, else the strategy's default) when it was scored,
     else rmse, else the first.
-
-    The older frame form ``backtest_figures(config, metrics, seed_mean_metrics, predictions,
-    lr_curves, labels, folder)`` is still taken (see :func:`frame_figures`).
     """
-    if frames:  # the frame form: (config, metrics, seed_mean_metrics, predictions, lr_curves, labels, folder)
-        return frame_figures(backtest, folder, *frames)
     predictions, config = backtest.predictions, backtest.config
     headline = _headline_metric(backtest.metric, backtest.seed_mean_metrics)  # selection.metric or the strategy's
     baseline = None
@@ -86,7 +88,9 @@ def backtest_figures(backtest: Backtest, folder: str | Path, *frames: Any
         metric=headline, baseline=baseline, equity=equity,
         buy_and_hold=buy_and_hold(backtest) if equity else None,
     )
-    from harness.figures.cross_section import cross_section_files  # not at the top: it imports this module
+    from harness.figures.cross_section import (
+        cross_section_files,  # not at the top: it imports this module
+    )
 
     parent_files.update(cross_section_files(backtest, folder))  # a cross-section's rank IC and long-short book
     return parent_files, schedule_files
@@ -356,21 +360,6 @@ class _WindowAxis:
 # --- LR curves and the comparison -----------------------------------------------------------------
 
 
-def plot_lr_curve(lr: np.ndarray, path: str | Path, title: str, steps: str = "optimizer step") -> Path:
-    """The learning rate a member uses at each optimizer step; ``steps`` labels the x axis."""
-    return save_png(lr_curve_figure(lr, title, steps=steps), path)
-
-
-def lr_curve_figure(lr: np.ndarray, title: str, steps: str = "optimizer step") -> Figure:
-    """:func:`plot_lr_curve`'s figure (800 x 450 px)."""
-    fig = new_figure(SINGLE)
-    ax = fig.subplots()
-    _draw_lr_curves(ax, {title: lr}, steps)
-    finish_axes(ax, legend=False)
-    ax.set_title(title)
-    return fig
-
-
 def plot_comparison(
     seed_mean_metrics: pd.DataFrame,
     lr_curves: Mapping[str, np.ndarray],
@@ -407,116 +396,5 @@ def comparison_figure(
     _draw_lr_curves(bottom, lr_curves, steps)
     finish_axes(bottom, legend=False)
     bottom.set_title("learning rate per optimizer step (colours as above)")
-    return fig
-
-
-def _draw_lr_curves(ax: Axes, curves: Mapping[str, np.ndarray], steps: str = "optimizer step") -> None:
-    if not curves:
-        raise HarnessError("no LR curves to plot; give at least one schedule")
-    colors = schedule_colors(list(curves))
-    for label, lr in curves.items():
-        lr = np.asarray(lr, dtype=float)
-        if lr.ndim != 1 or lr.size == 0:
-            raise ValueError(f"LR curve '{label}' must be a non-empty 1-D array, got shape {lr.shape}")
-        ax.plot(np.arange(lr.size), lr, color=colors[label], lw=1.4, label=label)
-    ax.set_xlabel(steps)
-    ax.set_ylabel("learning rate")
-
-
-# --- cumulative errors and equity -----------------------------------------------------------------
-
-
-def cumulative_errors(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Cumulative squared error over the out-of-sample dates, per schedule and for the baseline.
-
-    Predictions are first averaged over seeds, row by row (rows sharing a date, as in an option
-    chain, are told apart by their order within the date). NaN members (diverged) are left out
-    of the mean; a row where every member is NaN adds no error, so the curves stay continuous.
-
-    Returns
-    -------
-    DataFrame indexed by sorted unique ``date``; one column per schedule (order of appearance)
-    and a last column ``baseline``; each the running sum of squared errors up to that date.
-    """
-    require_columns(predictions, ("date", "window", "schedule", "seed", "prediction", "target", "baseline"))
-    if predictions.empty:
-        raise HarnessError("no predictions to plot; the backtest produced no out-of-sample rows")
-    rows = predictions.assign(
-        row=predictions.groupby(["schedule", "seed", "window", "date"], sort=False).cumcount()
-    )
-    mean = rows.groupby(["schedule", "window", "date", "row"], sort=False)[
-        ["prediction", "target", "baseline"]
-    ].mean()
-    model_sq = (mean["prediction"] - mean["target"]) ** 2
-    base_sq = (mean["baseline"] - mean["target"]) ** 2
-    per_date = model_sq.groupby(level=["schedule", "date"], sort=False).sum().unstack(0)
-    schedules = list(pd.unique(predictions["schedule"]))
-    first = base_sq.xs(schedules[0], level="schedule")
-    per_date = per_date[schedules].assign(baseline=first.groupby(level="date").sum())
-    return per_date.sort_index().cumsum()
-
-
-def plot_errors(predictions: pd.DataFrame, path: str | Path) -> Path:
-    """Cumulative squared errors; see :func:`errors_figure`."""
-    return save_png(errors_figure(predictions), path)
-
-
-def errors_figure(predictions: pd.DataFrame) -> Figure:
-    """Cumulative squared error per schedule vs the baseline (top) and the gap to it (bottom),
-    over the out-of-sample dates (800 x 750 px; one legend, right of the top panel).
-
-    The bottom panel is ``SSE_baseline - SSE_schedule`` accumulated over dates (Goyal-Welch):
-    rising where the schedule beats the baseline, falling where it loses.
-    """
-    cumulative = cumulative_errors(predictions)
-    schedules = [column for column in cumulative.columns if column != "baseline"]
-    colors = schedule_colors(schedules)
-    fig = new_figure(DOUBLE)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    dates = pd.DatetimeIndex(cumulative.index)
-    for label in schedules:
-        top.plot(dates, cumulative[label], color=colors[label], lw=1.2, label=label)
-        gap = cumulative["baseline"] - cumulative[label]
-        bottom.plot(dates, gap, color=colors[label], lw=1.2)
-    top.plot(dates, cumulative["baseline"], label="baseline", **BASELINE_STYLE)
-    bottom.axhline(0.0, **{**BASELINE_STYLE, "lw": 0.8})
-    top.set_title("cumulative squared error (seed-mean predictions)")
-    top.set_ylabel("SSE")
-    bottom.set_title("cumulative SSE, baseline minus schedule (> 0: the schedule beats the baseline)", fontsize=10)
-    bottom.set_ylabel("SSE gap")
-    bottom.set_xlabel("out-of-sample date")
-    finish_axes(top)
-    finish_axes(bottom, legend=False)
-    date_axis(bottom.xaxis)
-    top.tick_params(labelbottom=False)
-    return fig
-
-
-def plot_equity(equity: Mapping[str, pd.Series], path: str | Path, buy_and_hold: pd.Series | None = None) -> Path:
-    """Equity curves of the trading view; see :func:`equity_figure`."""
-    return save_png(equity_figure(equity, buy_and_hold), path)
-
-
-def equity_figure(equity: Mapping[str, pd.Series], buy_and_hold: pd.Series | None = None) -> Figure:
-    """Equity curves of the trading view, one line per schedule (series indexed by date), and
-    ``buy_and_hold`` (:func:`buy_and_hold`) black and dotted when given (800 x 450 px)."""
-    if not equity:
-        raise HarnessError("no equity curves to plot; the strategy has no trading view")
-    colors = schedule_colors(list(equity))
-    fig = new_figure(SINGLE)
-    ax = fig.subplots()
-    dated = all(isinstance(series.index, pd.DatetimeIndex) for series in equity.values())
-    for label, series in equity.items():
-        ax.plot(series.index, series.to_numpy(dtype=float), color=colors[label], lw=1.2, label=label)
-    if buy_and_hold is not None and len(buy_and_hold):
-        ax.plot(buy_and_hold.index, buy_and_hold.to_numpy(dtype=float), color="black", ls=":", lw=1.5,
-                label="buy and hold")
-    ax.axhline(1.0, color="grey", lw=0.6)
-    ax.set_title("equity of the trading view (after costs; start 1)")
-    ax.set_xlabel("out-of-sample date" if dated else "rebalance")
-    ax.set_ylabel("equity")
-    if dated:
-        date_axis(ax.xaxis)
-    finish_axes(ax)
     return fig
 

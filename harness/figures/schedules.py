@@ -1,5 +1,5 @@
-"""LR curves to PNG: several curves on one axis, and the schedules of a config over a number of
-steps (``harness schedules --plot``). Drawn like every figure (:mod:`harness.figures.common`)."""
+"""LR curves to PNG: several curves on one axis, the schedules of a config over a number of steps
+(``harness schedules --plot``), and a backtest's LR curve per schedule run (``lr_curve.png``). Drawn like every figure (:mod:`harness.figures.common`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
-from harness.figures.common import DPI, SINGLE, save_png
+from harness.figures.common import DPI, SINGLE, finish_axes, new_figure, save_png, schedule_colors
 from harness.schedules import get_schedule
 
 NOMINAL = " (nominal: warmup, then constant)"
@@ -77,3 +78,31 @@ def plot_schedules(
     curves = schedule_curves(specs, total_steps, base_lr=base_lr)
     title = f"LR schedules over {total_steps} optimizer steps (base LR {base_lr:g})"
     return plot_lr_curves(curves, path, log_scale=log_scale, title=title)
+
+
+def plot_lr_curve(lr: np.ndarray, path: str | Path, title: str, steps: str = "optimizer step") -> Path:
+    """The learning rate a member uses at each optimizer step; ``steps`` labels the x axis."""
+    return save_png(lr_curve_figure(lr, title, steps=steps), path)
+
+
+def lr_curve_figure(lr: np.ndarray, title: str, steps: str = "optimizer step") -> Figure:
+    """:func:`plot_lr_curve`'s figure (800 x 450 px)."""
+    fig = new_figure(SINGLE)
+    ax = fig.subplots()
+    _draw_lr_curves(ax, {title: lr}, steps)
+    finish_axes(ax, legend=False)
+    ax.set_title(title)
+    return fig
+
+
+def _draw_lr_curves(ax: Axes, curves: Mapping[str, np.ndarray], steps: str = "optimizer step") -> None:
+    if not curves:
+        raise HarnessError("no LR curves to plot; give at least one schedule")
+    colors = schedule_colors(list(curves))
+    for label, lr in curves.items():
+        lr = np.asarray(lr, dtype=float)
+        if lr.ndim != 1 or lr.size == 0:
+            raise ValueError(f"LR curve '{label}' must be a non-empty 1-D array, got shape {lr.shape}")
+        ax.plot(np.arange(lr.size), lr, color=colors[label], lw=1.4, label=label)
+    ax.set_xlabel(steps)
+    ax.set_ylabel("learning rate")

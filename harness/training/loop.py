@@ -27,7 +27,6 @@ that step's update and flagged ``diverged``; the others carry on unaffected.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field

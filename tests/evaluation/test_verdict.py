@@ -48,6 +48,25 @@ def test_next_day_returns_cannot_beat_their_baseline_and_the_verdict_says_so(tmp
                                  & (backtest.predictions["seed"] == 0)]
     expected = ((first["baseline"] - first["target"]) ** 2).groupby(first["date"]).mean()
     np.testing.assert_allclose(report.losses[base].to_numpy(), expected.reindex(report.losses.index).to_numpy())
+    # the trading view: every candidate, buy and hold, Sharpe at 0, 1x and 5x the configured cost
+    trading = report.trading.set_index("candidate")
+    assert set(trading.index) == {*backtest.labels, base, "buy and hold"}
+    assert {"sharpe_0x_cost", "sharpe_1x_cost", "sharpe_5x_cost", "max_drawdown", "turnover"} <= set(trading.columns)
+    label = backtest.labels[0]
+    assert trading.loc[label, "sharpe_0x_cost"] >= trading.loc[label, "sharpe_1x_cost"] >= \
+        trading.loc[label, "sharpe_5x_cost"]  # costs only take away
+    assert "## Trading view" in report.markdown() and "| buy and hold |" in report.markdown()
+
+
+def test_the_default_selection_metric_fits_the_strategy(tmp_path):
+    from harness.backtest import plan
+
+    assert plan(parse_config(small_config(tmp_path))).config.selection.metric == "qlike"  # volatility
+    returns = small_config(tmp_path, strategy={"name": "return_forecast", "params": {"horizon": 1}},
+                           windows={"train": 252, "test": 42, "purge": 1}, data={"end": "2012-12-31"})
+    assert plan(parse_config(returns)).config.selection.metric == "mse"
+    named = small_config(tmp_path, selection={"metric": "mae"})
+    assert plan(parse_config(named)).config.selection.metric == "mae"  # a named metric is kept
 
 
 @pytest.mark.slow

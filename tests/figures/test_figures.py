@@ -390,10 +390,6 @@ def test_frame_figures_are_the_files_of_the_parent_and_of_each_schedule_run(tmp_
         per_seed=per_seed[per_seed["schedule"] == "cosine"], dates=figures.window_starts(predictions),
         baseline=figures.baseline_window_metric(predictions, "mae"))
     np.testing.assert_array_equal(read_png(schedules["cosine"]["window_metrics.png"]), read_png(mae))
-    # the older positional form of backtest_figures is the same call
-    _, again = figures.backtest_figures(config, per_seed, seed_mean, predictions, {"cosine": curves["cosine"]},
-                                        ["cosine"], tmp_path / "old")
-    np.testing.assert_array_equal(read_png(again["cosine"]["window_metrics.png"]), read_png(mae))
 
 
 def test_frame_figures_of_a_backtest_without_rows_are_only_lr_curves(tmp_path):
