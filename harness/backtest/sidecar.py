@@ -1,21 +1,14 @@
 """The figures and the selection of ``harness run``, off its critical path, in a side process.
 
-After the last window trains, ``harness run`` draws a dozen PNGs (1-3 s), computes the selection's
-tests and bootstraps (~1 s) and draws its figures, then logs all of it. None of that needs the
-trainer, and on a machine with a second core it need not wait for it either: a side process,
-started when the run starts (:func:`start`), imports matplotlib and the statistics while this
-process imports torch and trains; when the backtest is assembled it gets the backtest (pickled)
-and draws the backtest's figures while a forked copy of it makes the selection and draws the
-selection's figures. This process logs the schedule runs as soon as their figures are there,
-then the selection as soon as it is. The MLflow writes stay here, in the same order.
-
-The PNGs and the statistics are the same as drawn and computed here (the same functions on the
-same backtest); whenever the side process is missing (one core, or every core busy already,
-``HARNESS_SIDE_PROCESS=0``, the Python API without :func:`start`), cannot take a backtest (a strategy its interpreter cannot
-import) or dies, the work is done in this process instead, as before.
-
-The side process never touches MLflow or torch; it ignores Ctrl-C (this process decides) and ends
-when this process closes its pipe, exits, or is killed.
+Drawing a dozen PNGs (1-3 s) and the selection's bootstraps (~1 s) need no trainer: a side process,
+started with the run (:func:`start`), imports matplotlib and the statistics while this process
+imports torch and trains; given the assembled backtest (pickled) it draws the backtest's figures
+while a forked copy makes the selection and its figures. This process logs the schedule runs as
+their figures arrive, then the selection: the MLflow writes stay here, in the same order, and the
+PNGs and statistics are those the same functions give here. Without a side process (one core or
+every core busy, ``HARNESS_SIDE_PROCESS=0``, the Python API without :func:`start`, a strategy it
+cannot import, or its death) the work is done here, as before. It never touches MLflow or torch,
+ignores Ctrl-C (this process decides), and ends when this process closes the pipe, exits or dies.
 """
 
 from __future__ import annotations
@@ -313,16 +306,15 @@ def _read_exactly(stream: Any, size: int) -> bytes | None:
 
 
 def _serve() -> int:
-    """The side process: its jobs until the run closes the pipe; a run gone without closing it
-    (``kill -9``) ends this quietly, with nobody left to reply to."""
+    """The side process: import the drawing and the statistics, then do each job sent; a run gone
+    without closing the pipe (``kill -9``) ends it quietly, with nobody left to reply to."""
     try:
         return _jobs()
-    except (SideProcessError, BrokenPipeError, OSError):
+    except (SideProcessError, OSError):  # a broken pipe
         return 0
 
 
 def _jobs() -> int:
-    """Import the drawing and the statistics, then do each job sent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the run: it ends this by closing the pipe
     logging.basicConfig(level=logging.WARNING, format="harness: %(levelname)s: %(message)s")  # as the CLI's
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")

@@ -27,107 +27,24 @@ that step's update and flagged ``diverged``; the others carry on unaffected.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from harness.errors import DataError, HarnessError
+from harness.errors import HarnessError
 from harness.training.batches import MemberBatches, _Feed, _Rows
 from harness.training.budget import reuse_freed_memory
-from harness.training.checks import _check_settings, _schedules, _tensor, _window_shapes
+from harness.training.checks import _check_settings, _schedules, _window_shapes
 from harness.training.fused import MLPStep, fused_step_applies
 from harness.training.models import make_model_factory
 from harness.training.axes import Axes, check_epochs, check_lrs  # budget/LR axes, losses, user models
+from harness.training.inputs import Inputs
 from harness.training.optimizers import _Rates, _Updates
+from harness.training.results import DIVERGENCE_FACTOR, TrainResult, WindowData
 from harness.training.stack import GroupStreams, Stack
 
-DIVERGENCE_FACTOR = 1e3  # a loss this many times the first-step loss marks a member diverged
-
-
-@dataclass
-class TrainResult:
-    """Everything one batched training of one window produced; arrays have one row per member.
-
-    Members are ordered schedule-major: ``labels[m] = (schedule label, seed)``. ``T`` is
-    ``epochs * steps_per_epoch``. After a member is frozen (diverged or early-stopped) its
-    ``step_loss``, ``lr`` and ``val_loss`` entries are NaN.
-
-    Attributes
-    ----------
-    labels : ``(schedule label, seed)`` per member.
-    step_loss : ``[M, T]`` training batch loss (MSE) at each step.
-    val_loss : ``[M, epochs]`` validation MSE after each epoch (all NaN without validation data).
-    lr : ``[M, T]`` learning rate each member's update used.
-    diverged : ``[M]`` bool.
-    best_epoch : ``[M]`` epoch (0-based) of the lowest validation loss; -1 without validation.
-    stopped_epoch : ``[M]`` epochs the member trained before it was frozen (``epochs`` if never).
-    state : stacked parameters ``{name: [M, *shape]}`` (CPU) the members end with; pass it as
-        ``init_state`` to warm-start the next window.
-    steps_per_epoch : optimizer steps per epoch.
-    stack : the trained members (what :meth:`predict` runs); picklable with a picklable model.
-    budget, base_lr : ``[M]`` each member's training budget (epochs) and base LR. With several
-        budgets ``T`` is the longest one's steps, and a member's entries after its own are NaN.
-    inputs : what :func:`train` was given (feature shape, DataFrame columns, scaling), so that
-        :meth:`predict` checks its ``X`` against it; None from :func:`train_windows`.
-    """
-
-    labels: list[tuple[str, int]]
-    step_loss: np.ndarray
-    val_loss: np.ndarray
-    lr: np.ndarray
-    diverged: np.ndarray
-    best_epoch: np.ndarray
-    stopped_epoch: np.ndarray
-    state: dict[str, torch.Tensor]
-    steps_per_epoch: int
-    stack: Stack = field(repr=False)
-    budget: np.ndarray | None = None  # [M] epochs of each member's candidate: its training budget
-    base_lr: np.ndarray | None = None  # [M] base LR of each member's candidate
-    inputs: Inputs | None = None  # set by train(): what predict checks X against
-
-    def predict(self, X: Any, chunk_rows: int = 8192) -> np.ndarray:
-        """Every member's predictions for ``X``: ``[M, n]`` (``[M, n, outputs]`` for several).
-
-        Eval mode (no dropout, schedule-free members at their averaged weights), no gradients,
-        in chunks of ``chunk_rows`` rows. After :func:`train`, ``X`` must have the training
-        features' shape (a one-line error names it otherwise); a DataFrame's columns are matched
-        by name (reordered; missing or unknown columns are an error); with ``scale=True`` the
-        predictions are in the target's own units.
-        """
-        if self.inputs is not None:
-            X = self.inputs.features(X, "X")
-        x = _tensor("X", X, self.stack.dtype, self.stack.device)
-        with torch.no_grad():
-            chunks = [self.stack.forward(x[s:s + chunk_rows], training=False, shared=True)
-                      for s in range(0, max(len(x), 1), chunk_rows)]  # zero rows: one empty chunk, [M, 0]
-        out = torch.cat(chunks, dim=1).cpu().numpy()
-        return out if self.inputs is None else self.inputs.unscale(out)
-
-
-@dataclass
-class WindowData:
-    """One window's data for :func:`train_windows`; its schedules × seeds members train on it alone.
-
-    Attributes
-    ----------
-    X_train, y_train, X_val, y_val : as for :func:`train` (validation: both or neither).
-    init_state : a previous result (or its ``state``, ``{name: [members, *shape]}``) to start this
-        window's members from; None: a fresh init.
-    lr_tables : ``[members, epochs * steps]`` learning rates replacing each member's schedule
-        table, as for :func:`train`.
-    """
-
-    X_train: Any
-    y_train: Any
-    X_val: Any = None
-    y_val: Any = None
-    init_state: Mapping[str, torch.Tensor] | TrainResult | None = None
-    lr_tables: np.ndarray | None = None
-    huber_delta: float | None = None  # loss huber: this window's delta (None: the setting's)
 
 
 def train(
@@ -460,106 +377,3 @@ def _clip_grad_norms(stack: Stack, max_norm: float) -> None:
     total = torch.linalg.vector_norm(norms, dim=0)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     stack.flat_grad.mul_(coef[:, None])
-
-
-@dataclass
-class Inputs:
-    """What :func:`train` was given, kept on its result so that :meth:`TrainResult.predict` checks
-    (and scales) the ``X`` it gets the same way.
-
-    Attributes
-    ----------
-    shape : the features' shape beyond the row count (``(F,)``, or ``(seq, F)`` for gru/lstm).
-    columns : a DataFrame ``X_train``'s column names, or None (arrays and tensors have none).
-    x_mean, x_std, y_mean, y_std : the train rows' standardization (``scale=True``), else None.
-    """
-
-    shape: tuple[int, ...]
-    columns: list[str] | None = None
-    x_mean: np.ndarray | None = None
-    x_std: np.ndarray | None = None
-    y_mean: np.ndarray | None = None
-    y_std: np.ndarray | None = None
-
-    @classmethod
-    def fit(cls, X: Any, y: Any, scale: bool) -> Inputs:
-        """Check ``X_train`` and ``y_train`` against each other, remember columns, fit the scaling."""
-        x_shape, y_shape = tuple(np.shape(X)), tuple(np.shape(y))
-        if len(x_shape) < 2:
-            raise DataError(f"X_train: expected shape [n, features] (one row per target), got {list(x_shape)}"
-                            f"{'; for one feature pass X_train.reshape(-1, 1)' if len(x_shape) == 1 else ''}")
-        if len(y_shape) not in (1, 2):
-            raise DataError(f"y_train: expected shape [n], [n, 1] or [n, outputs], got {list(y_shape)}")
-        if x_shape[0] != y_shape[0]:
-            hint = ("; X_train looks transposed: pass X_train.T" if len(x_shape) == 2 and x_shape[1] == y_shape[0]
-                    else "; y_train looks transposed: pass y_train.T" if len(y_shape) == 2 and y_shape[1] == x_shape[0]
-                    else "")
-            raise DataError(f"X_train, y_train: expected X_train [n, features] and y_train [n] with the same n, got "
-                            f"{list(x_shape)} and {list(y_shape)}{hint}")
-        columns = [str(c) for c in X.columns] if _is_frame(X) else None
-        if columns is not None and len(set(columns)) != len(columns):
-            raise DataError(f"X_train: column names repeat ({columns}); give each feature its own name")
-        inputs = cls(shape=x_shape[1:], columns=columns)
-        if scale:
-            x = _floats(X).reshape(-1, x_shape[-1])  # per feature, over rows (and sequence steps)
-            t = _floats(y).reshape(len(_floats(y)), -1)
-            inputs.x_mean, inputs.x_std = x.mean(axis=0), _nonzero(x.std(axis=0))
-            inputs.y_mean, inputs.y_std = t.mean(axis=0), _nonzero(t.std(axis=0))
-        return inputs
-
-    def features(self, X: Any, name: str) -> Any:
-        """``X`` checked against the training features (shape; columns by name), and scaled."""
-        if _is_frame(X) and self.columns is not None:
-            names = [str(c) for c in X.columns]
-            missing = [c for c in self.columns if c not in names]
-            unknown = [c for c in names if c not in self.columns]
-            if missing or unknown:
-                raise DataError(f"{name}: columns {names} do not match the training columns {self.columns}"
-                                f"{f' (missing {missing})' if missing else ''}"
-                                f"{f' (not trained on {unknown})' if unknown else ''}; pass the same features")
-            if names != self.columns:
-                X = X.set_axis(names, axis=1)[self.columns]  # matched by name, whatever the order
-        shape = tuple(np.shape(X))
-        if shape[1:] != self.shape:
-            expected = "[" + ", ".join(["n", *map(str, self.shape)]) + "]"
-            what = f"the {self.shape[-1]} features trained on" + (f" ({', '.join(self.columns)})" if self.columns else "")
-            hint = (f"; it looks transposed: pass {name}.T" if len(shape) == 2 and shape[::-1][1:] == self.shape
-                    else f"; for one row pass {name}.reshape(1, -1)" if shape == self.shape[-1:] and len(self.shape) == 1
-                    else "")
-            raise DataError(f"{name}: expected shape {expected} (rows x {what}), got {list(shape)}{hint}")
-        if self.x_mean is None:
-            return X
-        return (_floats(X) - self.x_mean) / self.x_std
-
-    def target(self, y: Any, name: str) -> Any:
-        """``y`` as the trainer takes it: a column ``[n, 1]`` as ``[n]``; scaled with ``scale=True``."""
-        shape = tuple(np.shape(y))
-        if len(shape) == 2 and shape[1] == 1:
-            y = y.reshape(-1) if isinstance(y, (np.ndarray, torch.Tensor)) else _floats(y).reshape(-1)
-        if self.y_mean is None:
-            return y
-        values = _floats(y)
-        return (values - self.y_mean.reshape(values.shape[1:] or ())) / self.y_std.reshape(values.shape[1:] or ())
-
-    def unscale(self, out: np.ndarray) -> np.ndarray:
-        """Predictions ``[M, n]`` (or ``[M, n, outputs]``) back in target units."""
-        if self.y_mean is None:
-            return out
-        tail = out.shape[2:] or ()
-        return out.astype(np.float64) * self.y_std.reshape(tail) + self.y_mean.reshape(tail)
-
-
-def _is_frame(values: Any) -> bool:
-    """A pandas DataFrame (without importing pandas: if it is not imported, nothing is one)."""
-    pandas = sys.modules.get("pandas")
-    return pandas is not None and isinstance(values, pandas.DataFrame)
-
-
-def _floats(values: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy().astype(np.float64)
-    return np.asarray(values, dtype=np.float64)
-
-
-def _nonzero(std: np.ndarray) -> np.ndarray:
-    return np.where(std > 0, std, 1.0)
