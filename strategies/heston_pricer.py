@@ -43,6 +43,11 @@ class HestonPricer(OptionPricer):
     name = "heston_pricer"
     params = {
         **{key: OptionPricer.params[key] for key in _SHARED},
+        # a new strategy starts in the precision regime (the option pricer keeps its original defaults)
+        "target_space": "log",
+        "log_maturity": True,
+        "std_moneyness": True,
+        "log_state": True,
         "kappa": 2.0,  # mean-reversion speed of the variance (per year)
         "theta": 0.04,  # long-run variance (0.2^2)
         "vol_of_vol": 0.5,  # volatility of the variance

@@ -130,9 +130,9 @@ _SIDE: _Side | None = None
 
 def enabled() -> bool:
     """Whether a side process may run: not switched off (``HARNESS_SIDE_PROCESS=0``; ``=1`` forces
-    it), and a core it would have to itself: at least two, and not all of them busy already (the
-    last minute's load average below the cores less one; on a saturated machine a side process
-    only takes CPU from the others)."""
+    it), and a core to run on: at least two, not all of them busy already (the last minute's load
+    average below the number of cores; on a saturated machine a side process only takes CPU from
+    the others)."""
     setting = os.environ.get(ENV, "").strip().lower()
     if setting in ("0", "false", "no", "off"):
         return False
@@ -148,7 +148,7 @@ def enabled() -> bool:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return True
-    return load <= cores - 1
+    return load < cores
 
 
 def start() -> bool:

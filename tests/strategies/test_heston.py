@@ -206,7 +206,7 @@ def test_baseline_is_black_scholes_at_the_train_atm_implied_vol(table):
 
 def test_table_has_the_pricer_inputs_and_metrics_work(table):
     strategy = get_strategy("heston_pricer", SMALL)
-    assert list(table.X.columns) == ["log_moneyness", "maturity", "sqrt_maturity", "log_maturity", "std_moneyness",
+    assert list(table.X.columns) == ["log_moneyness", "maturity", "log_maturity", "std_moneyness",
                                      "log_rv_5", "log_rv_21", "log_rv_63"]
     y = table.y.to_numpy()
     exact = strategy.metrics(y, y, y, table)
