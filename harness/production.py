@@ -55,7 +55,7 @@ class EnsembleModel(nn.Module):
                                "choose another schedule or lower training.lr")
         self.members = nn.ModuleList(members)
         for name, value in (("x_mean", x_mean), ("x_std", x_std), ("y_mean", y_mean), ("y_std", y_std)):
-            self.register_buffer(name, torch.as_tensor(np.asarray(value, dtype=np.float64)))
+            self.register_buffer(name, torch.tensor(np.asarray(value, dtype=np.float64)))
         self.target_inverse = target_inverse
         self.network_dtype = next(members[0].parameters()).dtype
         self.eval()
@@ -105,7 +105,7 @@ class Production:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The ensemble's predictions (target units) for raw features ``[n, F]``."""
         with torch.no_grad():
-            return self.model(torch.as_tensor(np.asarray(X, dtype=np.float64))).numpy()
+            return self.model(torch.tensor(np.asarray(X, dtype=np.float64))).numpy()
 
     def span(self) -> dict[str, str]:
         """The train span: ``train_start``, ``train_end`` (dates) and ``train_rows``, as strings

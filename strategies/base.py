@@ -82,6 +82,8 @@ class Strategy:
     params: ClassVar[dict[str, Any]] = {}
     better: ClassVar[dict[str, str]] = {}
     """Which direction is better for each of the strategy's own metrics: ``"min"`` or ``"max"``."""
+    headline: ClassVar[tuple[str, ...]] = ()
+    """Own metrics the ranking prints beside the selection metric, the baseline's row too."""
     baseline_name: ClassVar[str] = "naive"
     """What the baseline is, in the words the reports use: ``baseline (<baseline_name>)``."""
     default_metric: ClassVar[str] = "mse"

@@ -77,6 +77,7 @@ class OptionPricer(Strategy):
         "log_state": False,  # state inputs as log_rv_<w> = log(max(rv, 1e-4)) instead of rv_<w>
     }
     better = {"iv_error_volpts": "min", "iv_fail_rate": "min"}
+    headline = ("iv_error_volpts", "iv_fail_rate")
     baseline_name = "Black-Scholes at the train window's implied vol"
 
     def validate(self) -> None:

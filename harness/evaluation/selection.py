@@ -195,6 +195,9 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
     if "pooled_r2_oos" not in ranking.columns:  # already there when r2_oos is the metric
         ranking.insert(2, "pooled_r2_oos", ranking["schedule"].map(
             aggregates[aggregates["metric"] == "pooled_r2_oos"].set_index("schedule")["value"]))
+    for key in (k for k in getattr(strategy, "headline", ()) if f"pooled_{k}" not in ranking.columns):  # printed beside the metric
+        ranking[f"pooled_{key}"] = ranking["schedule"].map(
+            aggregates[aggregates["metric"] == f"pooled_{key}"].set_index("schedule")["value"])
     direction = M.better(metric, strategy)
     loss = LOSSES.get(metric, metric)
     all_losses = M.loss_matrix(backtest.predictions, loss, by="date", training=backtest.training, strategy=strategy)

@@ -93,7 +93,9 @@ def _tensor(name: str, values: Any, dtype: torch.dtype, device: torch.device) ->
     if isinstance(values, torch.Tensor):
         tensor = values.detach().to(device=device, dtype=dtype)
     else:
-        tensor = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device)
+        array = np.asarray(values, dtype=np.float64)
+        array = array if array.flags.writeable else array.copy()  # torch warns on read-only arrays
+        tensor = torch.as_tensor(array, dtype=dtype, device=device)
     if not bool(torch.isfinite(tensor).all()):
         raise DataError(f"{name}: contains NaN or inf values; drop or fill them before training")
     return tensor

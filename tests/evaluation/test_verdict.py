@@ -79,3 +79,14 @@ def test_an_option_pricer_net_beats_black_scholes_at_the_train_vol(tmp_path):
     assert report.verdict.startswith(f"`{report.selected}` beats the baseline (Black-Scholes")
     row = report.table.set_index("schedule").loc[report.selected]
     assert row["dm_base_p_holm"] < report.alpha and row["pooled_r2_oos"] > 0
+    # the pricer's own precision (implied-vol error, share outside the no-arbitrage bounds) is printed beside
+    # the selection metric, the baseline's row included, and equals the pooled aggregates of the backtest
+    from harness.cli.render import ranking
+    from harness.evaluation.report import render_markdown
+
+    printed = ranking(report).set_index("schedule")
+    assert {"iv_error_volpts", "iv_fail_rate"} <= set(printed.columns)
+    assert np.isfinite(printed.loc[report.baseline, "iv_error_volpts"])
+    pooled = report.backtest.aggregates.set_index(["schedule", "metric"])["value"]
+    assert printed.loc[report.selected, "iv_error_volpts"] == pooled[(report.selected, "pooled_iv_error_volpts")]
+    assert "| pooled iv_error_volpts |" in render_markdown(report)
