@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from harness.errors import HarnessError
 from strategies.base import (
@@ -153,7 +152,7 @@ def spearman_ic(y: np.ndarray, pred: np.ndarray) -> float:
     y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     if len(y) < 2:
         return float("nan")
-    ry, rp = rankdata(y) - (len(y) + 1) / 2, rankdata(pred) - (len(y) + 1) / 2
+    ry, rp = _ranks(y) - (len(y) + 1) / 2, _ranks(pred) - (len(y) + 1) / 2
     denom = np.sqrt(np.sum(ry * ry) * np.sum(rp * rp))
     return float(np.sum(ry * rp) / denom) if denom > 0 else float("nan")
 
@@ -218,3 +217,8 @@ def equity_curve(pred: np.ndarray, y: np.ndarray, horizon: int = 1, position: st
     net, _ = _trade(pred, y, horizon, position, vol, cost_bps, target_vol, max_leverage)
     index = None if dates is None else pd.DatetimeIndex(dates)[:: max(1, int(horizon))]
     return pd.Series(np.cumprod(1.0 + net), index=index, name="equity")
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties averaged (``scipy.stats.rankdata``; pandas' rank, without importing scipy.stats)."""
+    return pd.Series(values).rank(method="average").to_numpy(np.float64)
