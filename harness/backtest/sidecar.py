@@ -130,9 +130,8 @@ _SIDE: _Side | None = None
 
 def enabled() -> bool:
     """Whether a side process may run: not switched off (``HARNESS_SIDE_PROCESS=0``; ``=1`` forces
-    it), and a core to run on: at least two, not all of them busy already (the last minute's load
-    average below the number of cores; on a saturated machine a side process only takes CPU from
-    the others)."""
+    it), and a core to run on: at least two, not all busy already (the last minute's load average
+    below the cores; on a saturated machine a side process only takes CPU from the others)."""
     setting = os.environ.get(ENV, "").strip().lower()
     if setting in ("0", "false", "no", "off"):
         return False
@@ -397,4 +396,5 @@ def _warm_up() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_serve())
+    from harness.cli import fast_exit  # no module teardown: the run waits for this exit
+    fast_exit(_serve())

@@ -7,9 +7,11 @@ status 2, without a traceback. Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
+import threading
 
 from harness.cli import backtest, select, tools, ui
 from harness.errors import HarnessError
@@ -32,6 +34,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``harness`` executable (and ``python -m harness``): :func:`main`, then :func:`fast_exit`."""
+    fast_exit(main())
+
+
+def fast_exit(code: int) -> None:
+    """End the process with ``code`` as a normal exit would, without tearing down every module.
+
+    Threads that are not daemons are joined (thread pools first told to stop), the exit handlers run (the side process stopped,
+    temporary folders removed, MLflow's and Ray's own handlers), stdout and stderr are flushed;
+    then the interpreter leaves at once instead of freeing torch's and MLflow's module graph one
+    object at a time (~1 s of every command's wall time on this machine).
+    """
+    threading._shutdown()  # as the interpreter's own exit: thread pools told to stop, other threads joined
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+            pass
+    os._exit(code)
+
+
 def _quiet_logging() -> None:
     """Warnings (data repairs, short purge) as one ``harness: warning:`` line each; MLflow's INFO chatter off."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -51,4 +76,4 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "fast_exit", "main", "run"]

@@ -111,11 +111,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.backtest import Interrupted, resume, run_and_log
-    from harness.cli.render import batch_summary, outcome_text
+    from harness.backtest import sidecar
 
     paths = args.config or [None]
     configs = [_load(args, path) for path in paths]  # every file is validated before any training
+    sidecar.start()  # before torch and MLflow are imported here: it imports the drawing beside them
+    from harness.backtest import Interrupted, resume, run_and_log
+    from harness.cli.render import batch_summary, outcome_text
+
     outcomes = []
     # Ctrl-C, and `kill PID` likewise, stop the run in every phase: it ends KILLED, resumable, exit 130
     # (also when the KeyboardInterrupt was lost inside a finalizer or C code: resume.interrupts).
