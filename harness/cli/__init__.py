@@ -47,7 +47,13 @@ def fast_exit(code: int) -> None:
     then the interpreter leaves at once instead of freeing torch's and MLflow's module graph one
     object at a time (~1 s of every command's wall time on this machine).
     """
-    threading._shutdown()  # as the interpreter's own exit: thread pools told to stop, other threads joined
+    shutdown = getattr(threading, "_shutdown", None)  # CPython's own exit step: pools told to stop, threads joined
+    if shutdown is not None:
+        shutdown()
+    else:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
