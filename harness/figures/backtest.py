@@ -36,6 +36,7 @@ from harness.figures.common import (
     require_columns,
     save_png,
     schedule_colors,
+    value_axis,
 )
 from harness.figures.outcomes import (  # noqa: F401 (re-exported: the figures of one backtest)
     cumulative_errors,
@@ -177,8 +178,7 @@ def window_starts(predictions: pd.DataFrame) -> pd.Series:
 
 
 def _member_rows(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One member's prediction rows (the first schedule's first seed): the test rows of every
-    window once, in order, with the target and the baseline (the same for every member)."""
+    """One member's rows (first schedule, first seed): every window's test rows once, in order."""
     first = predictions.iloc[0]
     return predictions[(predictions["schedule"] == first["schedule"]) & (predictions["seed"] == first["seed"])]
 
@@ -325,7 +325,7 @@ def _draw_window_metrics(
                 **BASELINE_STYLE)
     ax.set_title(f"{metric} per window (seed-mean predictions)")
     ax.set_xlabel(WINDOW_DATE if at.dated else "window")
-    ax.set_ylabel(metric)
+    value_axis(ax, metric)
     if at.dated:
         date_axis(ax.xaxis)
     if not banded:

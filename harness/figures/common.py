@@ -16,6 +16,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.dates as mdates
+import numpy as np
 import pandas as pd
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
@@ -89,6 +90,18 @@ def legend_outside(ax: Axes, extra: Sequence[Artist] = (), fontsize: float = 8) 
     if handles:
         ax.legend(handles, [wrap_label(label) for label in labels], loc="upper left", bbox_to_anchor=(1.02, 1.0),
                   borderaxespad=0.0, fontsize=fontsize, frameon=False)
+
+
+def value_axis(ax: Axes, label: str, span: float = 100.0) -> None:
+    """Label ``ax``'s y axis ``label``; when every value its lines draw is positive and they span
+    ``span`` or more (a baseline orders of magnitude off the schedules), a log scale, so the
+    schedules stay apart on it."""
+    values = np.concatenate([np.asarray(line.get_ydata(), dtype=np.float64) for line in ax.get_lines()] or [[]])
+    values = values[np.isfinite(values)]
+    wide = len(values) > 0 and values.min() > 0 and values.max() / values.min() >= span
+    if wide:
+        ax.set_yscale("log")
+    ax.set_ylabel(f"{label} (log scale)" if wide else label)
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:

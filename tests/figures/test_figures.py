@@ -537,3 +537,19 @@ def test_selection_figures_of_a_real_backtest(backtest, tmp_path):
         figures.wrap_label(label) for label in [*backtest.labels, report.baseline]]
     assert_legends_clear_of_the_data(fig)
     assert Path(files["selection.md"]).read_text().strip()
+
+
+@pytest.mark.parametrize(("values", "log"), [
+    ([1e-6, 2e-6, 5e-4], True),     # a baseline 250x the schedules: log scale, so the schedules stay apart
+    ([1e-3, 2e-3, 5e-2], False),    # within two decades: linear
+    ([-0.1, 0.2, 30.0], False),     # a value at or below zero (r2_oos, sharpe) can never be on a log axis
+])
+def test_the_value_axis_goes_log_only_when_positive_values_span_two_decades(values, log):
+    from harness.figures.common import new_figure, value_axis
+
+    ax = new_figure().subplots()
+    ax.plot([0, 1, 2], values)
+    ax.plot([0, 1, 2], [np.nan, values[0], values[1]])  # NaN (a diverged window) is left out
+    value_axis(ax, "mse")
+    assert ax.get_yscale() == ("log" if log else "linear")
+    assert ax.get_ylabel() == ("mse (log scale)" if log else "mse")
