@@ -82,6 +82,16 @@ def finish_axes(ax: Axes, legend: bool = True, extra: Sequence[Artist] = ()) -> 
         legend_outside(ax, extra)
 
 
+def finish_dated_pair(top: Axes, bottom: Axes, xlabel: str = "out-of-sample date") -> None:
+    """The finish of two stacked panels sharing a date axis: ``top`` with the legend, ``bottom``
+    without, the dates and ``xlabel`` on ``bottom`` only."""
+    bottom.set_xlabel(xlabel)
+    finish_axes(top)
+    finish_axes(bottom, legend=False)
+    date_axis(bottom.xaxis)
+    top.tick_params(labelbottom=False)
+
+
 def legend_outside(ax: Axes, extra: Sequence[Artist] = (), fontsize: float = 8) -> None:
     """The legend of what ``ax`` labelled (and ``extra``), to the right of its plotting area, top
     aligned; none if nothing is labelled."""

@@ -21,8 +21,7 @@ from harness.figures.backtest import _member_rows
 from harness.figures.common import (
     BASELINE_STYLE,
     DOUBLE,
-    date_axis,
-    finish_axes,
+    finish_dated_pair,
     new_figure,
     save_png,
     schedule_colors,
@@ -99,11 +98,7 @@ def rank_ic_figure(ic: pd.DataFrame, rolling: int = ROLLING_DATES) -> Figure:
     top.set_ylabel("rank IC")
     bottom.set_title("cumulative rank IC (sum over out-of-sample dates)", fontsize=10)
     bottom.set_ylabel("sum of rank IC")
-    bottom.set_xlabel("out-of-sample date")
-    finish_axes(top)
-    finish_axes(bottom, legend=False)
-    date_axis(bottom.xaxis)
-    top.tick_params(labelbottom=False)
+    finish_dated_pair(top, bottom)
     return fig
 
 
@@ -132,9 +127,5 @@ def long_short_figure(books: Mapping[str, pd.DataFrame]) -> Figure:
     top.set_ylabel("equity (log scale)")
     bottom.set_title("drawdown from the running peak", fontsize=10)
     bottom.set_ylabel("drawdown")
-    bottom.set_xlabel("out-of-sample rebalance date")
-    finish_axes(top)
-    finish_axes(bottom, legend=False)
-    date_axis(bottom.xaxis)
-    top.tick_params(labelbottom=False)
+    finish_dated_pair(top, bottom, "out-of-sample rebalance date")
     return fig

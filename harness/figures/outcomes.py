@@ -16,6 +16,7 @@ from harness.figures.common import (
     SINGLE,
     date_axis,
     finish_axes,
+    finish_dated_pair,
     new_figure,
     require_columns,
     save_png,
@@ -83,11 +84,7 @@ def errors_figure(predictions: pd.DataFrame) -> Figure:
     top.set_ylabel("SSE")
     bottom.set_title("cumulative SSE, baseline minus schedule (> 0: the schedule beats the baseline)", fontsize=10)
     bottom.set_ylabel("SSE gap")
-    bottom.set_xlabel("out-of-sample date")
-    finish_axes(top)
-    finish_axes(bottom, legend=False)
-    date_axis(bottom.xaxis)
-    top.tick_params(labelbottom=False)
+    finish_dated_pair(top, bottom)
     return fig
 
 
