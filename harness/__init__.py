@@ -8,27 +8,22 @@ Notebook entry points (imported lazily, so ``import harness`` stays fast):
 - ``harness.load_config(path)``, ``harness.lr_table(spec, total_steps, base_lr)``.
 """
 
-from importlib import import_module
-from typing import Any
+from harness.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": "harness.training",
-    "TrainResult": "harness.training",
-    "run_backtest": "harness.backtest",
-    "load_config": "harness.config",
-    "Config": "harness.config",
-    "lr_table": "harness.schedules",
-    "WalkForward": "harness.windows",
-    "load_prices": "harness.data",
+    "train": "training",
+    "TrainResult": "training",
+    "run_backtest": "backtest",
+    "load_config": "config",
+    "Config": "config",
+    "lr_table": "schedules",
+    "WalkForward": "windows",
+    "load_prices": "data",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["__version__", *_LAZY]

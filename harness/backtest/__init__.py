@@ -7,8 +7,9 @@ needs, e.g. in the figures' side process) imports neither MLflow nor torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from harness.lazy import lazy_exports
 
 _LAZY = {
     "Plan": "planning", "Window": "planning", "plan": "planning",
@@ -22,16 +23,7 @@ if TYPE_CHECKING:
     from harness.backtest.run import Interrupted, Outcome, run_and_log, run_backtest, run_windows
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value  # looked up once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["Backtest", "Interrupted", "Outcome", "Plan", "Window", "plan", "run_and_log", "run_backtest",
