@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -22,6 +24,28 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["HARNESS_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
+
+
+def load_error(path: Path, **kwargs) -> str:
+    """The one-line DataError ``load_prices("csv", path=path, **kwargs)`` raises (asserted one line)."""
+    from harness.data import load_prices
+    from harness.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        load_prices("csv", path=path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def gbm_prices(n: int, seed: int, vols: tuple[float, ...], start: str) -> pd.DataFrame:
+    """A daily price path (OHLC all the close) whose annual vol jumps every 100 days among ``vols``."""
+    rng = np.random.default_rng(seed)
+    vol = np.repeat(rng.choice(list(vols), size=n // 100 + 1), 100)[:n] / np.sqrt(252)
+    close = 100 * np.exp(np.cumsum(vol * rng.standard_normal(n)))
+    index = pd.bdate_range(start, periods=n, name="date")
+    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "adj_close": close,
+                         "volume": 1.0}, index=index)
 
 
 def small_config(tmp_path: Path, **sections) -> dict:

@@ -21,6 +21,7 @@ from harness.data import (
     COLUMNS, cache_path, fingerprint, load_prices, simulate, validate_prices, yfinance_frame,
 )
 from harness.errors import ConfigError, DataError, HarnessError
+from tests.conftest import load_error
 
 ROOT = Path(__file__).resolve().parents[1]
 SPX = ROOT / "data" / "sp500.csv"
@@ -47,14 +48,6 @@ def set_field(line: str, column: int, value: str) -> str:
     fields = line.split(",")
     fields[column] = value
     return ",".join(fields)
-
-
-def load_error(path: Path, **kwargs) -> str:
-    with pytest.raises(DataError) as info:
-        load_prices("csv", path=path, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 # -- bundled data ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import yaml
 from harness.config import load_config, parse_config
 from harness.data import cache_path, fingerprint, is_panel, load_data, load_prices
 from harness.errors import ConfigError, DataError
+from tests.conftest import load_error
 
 ROOT = Path(__file__).resolve().parents[2]
 PANEL = ROOT / "data" / "sp500_panel.csv"
@@ -38,14 +39,6 @@ def to_long(wide: pd.DataFrame, column: str = "Adj Close") -> pd.DataFrame:
     """The same numbers in the long layout: one row per (date, ticker) with a price, by ticker."""
     long = wide.melt(id_vars="Date", var_name="Ticker", value_name=column).dropna()
     return long.sort_values(["Ticker", "Date"]).reset_index(drop=True)
-
-
-def load_error(path: Path, **kwargs) -> str:
-    with pytest.raises(DataError) as info:
-        load_prices("csv", path=path, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 # -- the bundled panel --------------------------------------------------------------------------

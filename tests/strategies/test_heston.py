@@ -15,6 +15,7 @@ from harness.heston import heston_cf, heston_price
 from harness.pricing import bs_price, implied_vol
 from strategies import get_strategy
 from strategies.heston_pricer import HestonPricer
+from tests.conftest import gbm_prices as shared_gbm_prices
 
 # S&P-like models: (v0, kappa, theta, sigma, rho)
 MODELS = [
@@ -104,12 +105,7 @@ def test_heston_price_broadcasts_and_rejects_bad_parameters():
 # ------------------------------------------------------------------------------- the strategy
 
 def gbm_prices(n: int = 700, seed: int = 3) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    vol = np.repeat(rng.choice([0.1, 0.2, 0.4], size=n // 100 + 1), 100)[:n] / np.sqrt(252)
-    close = 100 * np.exp(np.cumsum(vol * rng.standard_normal(n)))
-    index = pd.bdate_range("2012-01-02", periods=n, name="date")
-    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "adj_close": close,
-                         "volume": 1.0}, index=index)
+    return shared_gbm_prices(n, seed, vols=(0.1, 0.2, 0.4), start="2012-01-02")
 
 
 SMALL = {"contracts_per_day": 6}

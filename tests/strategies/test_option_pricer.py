@@ -14,19 +14,14 @@ import torch
 from harness.config import load_config, parse_config
 from harness.errors import HarnessError
 from strategies import get_strategy
-from tests.conftest import small_config
+from tests.conftest import gbm_prices as shared_gbm_prices, small_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOOTH = {"target_space": "log", "sqrt_maturity": True, "log_maturity": True, "std_moneyness": True, "log_state": True}
 
 
 def gbm_prices(n: int = 500, seed: int = 5) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    vol = np.repeat(rng.choice([0.1, 0.2, 0.35], size=n // 100 + 1), 100)[:n] / np.sqrt(252)
-    close = 100 * np.exp(np.cumsum(vol * rng.standard_normal(n)))
-    index = pd.bdate_range("2015-01-01", periods=n, name="date")
-    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "adj_close": close,
-                         "volume": 1.0}, index=index)
+    return shared_gbm_prices(n, seed, vols=(0.1, 0.2, 0.35), start="2015-01-01")
 
 
 @pytest.fixture(scope="module")
