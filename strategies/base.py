@@ -213,6 +213,17 @@ def realized_vol(returns: pd.Series, window: int, periods: float = PERIODS_PER_Y
     return np.sqrt(np.square(returns).rolling(window, min_periods=window).mean() * periods)
 
 
+def return_features(log_close: pd.Series, returns: pd.Series, lags: int, vol_window: int, momentum: list[int],
+                    periods: float) -> dict[str, pd.Series]:
+    """The price features known at t, by name: ``ret_lag<k>`` (the log return k bars back),
+    ``vol_<vol_window>`` (:func:`realized_vol`) and ``mom_<w>`` = log P_t/P_{t-w}; for one asset
+    (Series) or a panel (frames, assets as columns) alike."""
+    features = {f"ret_lag{lag}": returns.shift(lag) for lag in range(lags)}
+    features[f"vol_{vol_window}"] = realized_vol(returns, vol_window, periods)
+    features.update({f"mom_{w}": log_close - log_close.shift(w) for w in momentum})
+    return features
+
+
 def future_sum(values: pd.Series, horizon: int) -> pd.Series:
     """At t: values[t+1] + ... + values[t+horizon] (NaN where the future is not available)."""
     return values.rolling(horizon, min_periods=horizon).sum().shift(-horizon)

@@ -37,7 +37,7 @@ import pandas as pd
 from harness.data import is_panel
 from harness.errors import DataError, HarnessError
 from harness.evaluation import metrics as M  # the module, not its names: it imports strategies.base
-from strategies.base import Strategy, Table, future_sum, realized_vol
+from strategies.base import Strategy, Table, future_sum, return_features
 
 log = logging.getLogger("harness.strategies")
 
@@ -102,9 +102,7 @@ class CrossSection(Strategy):
                             f"got {len(close)}; use more data")
         log_close = np.log(close)
         returns = log_close.diff()  # per asset: NaN on its first date (and before)
-        wide = {f"ret_lag{lag}": returns.shift(lag) for lag in range(self.lags)}
-        wide[f"vol_{self.vol_window}"] = realized_vol(returns, self.vol_window, self.per_year)
-        wide.update({f"mom_{w}": log_close - log_close.shift(w) for w in self.momentum})
+        wide = return_features(log_close, returns, self.lags, self.vol_window, self.momentum, self.per_year)
         forward = future_sum(returns, self.horizon).to_numpy(np.float64)
         base = np.stack([frame.to_numpy(np.float64) for frame in wide.values()], axis=-1)  # [dates, assets, F]
         date_of, asset_of = np.nonzero(np.isfinite(base).all(axis=-1))  # known at t: (date, asset) row-major

@@ -21,7 +21,7 @@ from strategies.base import (
     finite_rows,
     future_sum,
     log_returns,
-    realized_vol,
+    return_features,
 )
 
 COST_MULTIPLES = (0.0, 1.0, 5.0)  # the trading view's cost sensitivity: Sharpe at 0, 1x and 5x cost_bps
@@ -64,9 +64,7 @@ class ReturnForecast(Strategy):
         close = adj_close(prices, warmup + self.horizon + 2, self.name)
         returns = log_returns(close)
         log_close = np.log(close)
-        columns = {f"ret_lag{lag}": returns.shift(lag) for lag in range(self.lags)}
-        columns[self.vol_column] = realized_vol(returns, self.vol_window, self.periods_per_year)
-        columns.update({f"mom_{w}": log_close - log_close.shift(w) for w in self.momentum})
+        columns = return_features(log_close, returns, self.lags, self.vol_window, self.momentum, self.periods_per_year)
         X = pd.DataFrame(columns, index=close.index)
         y = future_sum(returns, self.horizon).rename("target")
         keep = finite_rows(X, y)
