@@ -192,12 +192,11 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
     base_predictions, base_aggregates = baseline_candidate(backtest, base, metric)
     aggregates = pd.concat([backtest.aggregates, base_aggregates], ignore_index=True)
     ranking = M.ranking_table(aggregates, metric=metric, strategy=strategy)  # unknown metric: error
+    pooled = aggregates.set_index(["metric", "schedule"])["value"]
     if "pooled_r2_oos" not in ranking.columns:  # already there when r2_oos is the metric
-        ranking.insert(2, "pooled_r2_oos", ranking["schedule"].map(
-            aggregates[aggregates["metric"] == "pooled_r2_oos"].set_index("schedule")["value"]))
+        ranking.insert(2, "pooled_r2_oos", ranking["schedule"].map(pooled.get("pooled_r2_oos", {})))
     for key in (k for k in getattr(strategy, "headline", ()) if f"pooled_{k}" not in ranking.columns):  # printed beside the metric
-        ranking[f"pooled_{key}"] = ranking["schedule"].map(
-            aggregates[aggregates["metric"] == f"pooled_{key}"].set_index("schedule")["value"])
+        ranking[f"pooled_{key}"] = ranking["schedule"].map(pooled.get(f"pooled_{key}", {}))
     direction = M.better(metric, strategy)
     loss = LOSSES.get(metric, metric)
     all_losses = M.loss_matrix(backtest.predictions, loss, by="date", training=backtest.training, strategy=strategy)
