@@ -42,12 +42,12 @@ def run() -> None:
 def fast_exit(code: int) -> None:
     """End the process with ``code`` as a normal exit would, without tearing down every module.
 
-    Threads that are not daemons are joined (thread pools first told to stop), the exit handlers run (the side process stopped,
-    temporary folders removed, MLflow's and Ray's own handlers), stdout and stderr are flushed;
-    then the interpreter leaves at once instead of freeing torch's and MLflow's module graph one
-    object at a time (~1 s of every command's wall time on this machine).
+    Threads that are not daemons are joined (thread pools first told to stop), the exit handlers
+    run (the side process stopped, temporary folders removed, MLflow's and Ray's own handlers),
+    stdout and stderr are flushed; then the interpreter leaves at once instead of freeing torch's
+    and MLflow's module graph one object at a time (~1 s of every command's wall time here).
     """
-    shutdown = getattr(threading, "_shutdown", None)  # CPython's own exit step: pools told to stop, threads joined
+    shutdown = getattr(threading, "_shutdown", None)  # CPython's exit step: pools told to stop, threads joined
     if shutdown is not None:
         shutdown()
     else:

@@ -168,7 +168,7 @@ def ranking(report: SelectionReport) -> pd.DataFrame:
     """The printed ranking: each candidate (the baseline too) with its skill and test against the baseline."""
     m, t = report.metric, report.table
     columns = {"schedule": "schedule", f"pooled_{m}": f"pooled_{m}", "pooled_r2_oos": "r2_oos",
-               **{f"pooled_{k}": k for k in getattr(getattr(report.backtest, "strategy", None), "headline", ())},
+               **{f"pooled_{k}": k for k in report.headline},
                "dm_base_p_holm": "p_vs_baseline", f"window_std_{m}": f"window_std_{m}",
                f"seed_std_{m}": f"seed_std_{m}", "in_mcs": "in_mcs", "divergence_rate": "diverged",
                "best_window_share": "best_share", "still_improving": "still_improving"}

@@ -67,11 +67,6 @@ def render_markdown(report: SelectionReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _headline(report: SelectionReport) -> list[str]:
-    """The strategy's own metrics the ranking shows beside the selection metric."""
-    return [k for k in getattr(getattr(report.backtest, "strategy", None), "headline", ()) if f"pooled_{k}" in report.table]
-
-
 def _has_axes(report: SelectionReport) -> bool:
     """Whether the backtest compared budgets or LRs too (its candidates are schedule x budget x LR)."""
     config = getattr(report.backtest, "config", None)
@@ -105,7 +100,7 @@ def _report_columns(report: SelectionReport) -> pd.DataFrame:
         "schedule": [f"**{s}**" if s == report.selected else s for s in t["schedule"]],
         f"pooled {m}": t[f"pooled_{m}"].map(_num),
         "r2_oos": t["pooled_r2_oos"].map(lambda v: "—" if pd.isna(v) else f"{v:+.1%}"),
-        **{f"pooled {k}": t[f"pooled_{k}"].map(_num) for k in _headline(report)},
+        **{f"pooled {k}": t[f"pooled_{k}"].map(_num) for k in report.headline},
         "p vs base": t["dm_base_p_holm"].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}"),
         "CI": [f"[{_num(a)}, {_num(b)}]" for a, b in zip(t["ci_low"], t["ci_high"])],
         "window std": t[f"window_std_{m}"].map(_num),

@@ -143,6 +143,12 @@ class SelectionReport:
         return int((self.table["schedule"] != self.baseline).sum())
 
     @property
+    def headline(self) -> list[str]:
+        """The strategy's own metrics shown beside the selection metric (pooled columns of the table)."""
+        own = getattr(getattr(self.backtest, "strategy", None), "headline", ())
+        return [k for k in own if f"pooled_{k}" in self.table]
+
+    @property
     def loss_name(self) -> str:
         """The per-date loss behind the metric, in words."""
         loss = LOSSES.get(self.metric, self.metric)
@@ -195,7 +201,7 @@ def select(backtest: Backtest, overrides: Mapping[str, Any] | None = None, *, re
     pooled = aggregates.set_index(["metric", "schedule"])["value"]
     if "pooled_r2_oos" not in ranking.columns:  # already there when r2_oos is the metric
         ranking.insert(2, "pooled_r2_oos", ranking["schedule"].map(pooled.get("pooled_r2_oos", {})))
-    for key in (k for k in getattr(strategy, "headline", ()) if f"pooled_{k}" not in ranking.columns):  # printed beside the metric
+    for key in (k for k in getattr(strategy, "headline", ()) if f"pooled_{k}" not in ranking.columns):  # shown beside
         ranking[f"pooled_{key}"] = ranking["schedule"].map(pooled.get(f"pooled_{key}", {}))
     direction = M.better(metric, strategy)
     loss = LOSSES.get(metric, metric)
