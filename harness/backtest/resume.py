@@ -40,8 +40,10 @@ another version) is ignored and its windows train again, which gives the same nu
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
+import shutil
 import signal
 import tempfile
 import threading
@@ -51,8 +53,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness import provenance, tracking
+from harness import provenance
 from harness.backtest.boundary import Boundary
+from harness.backtest.sidecar import tracking  # harness.tracking, called in the side process when one runs
 from harness.backtest.window import Fitted, WindowResult
 from harness.config import Config
 from harness.errors import HarnessError
@@ -86,10 +89,12 @@ class Checkpoint:
         Window files go first, the chained state after: a kill in between leaves a state older
         than the newest window, and the policy then retrains from the state.
         """
-        with tempfile.TemporaryDirectory(prefix="harness-checkpoint-") as folder:
-            for result in results:
-                _write(Path(folder) / window_file(result.index), {"result": replace(result, fitted=None)})
-            tracking.save_files(self.store, self.run_id, folder, CHECKPOINT)
+        folder = tempfile.mkdtemp(prefix="harness-checkpoint-")
+        for result in results:
+            _write(Path(folder) / window_file(result.index), {"result": replace(result, fitted=None)})
+        # saved by the side process while the next windows train (its answer is taken at the next call)
+        tracking.defer(functools.partial(shutil.rmtree, folder, ignore_errors=True),
+                       "save_files", self.store, self.run_id, folder, CHECKPOINT)
         self.done.update({result.index: replace(result, fitted=None) for result in results})
         if not self.boundary.chained:
             check_interrupted()

@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 
 import harness.training.loop  # noqa: F401 - torch, which the run needs: imported with it, not inside its timing
-from harness import __version__, provenance, tracking
+from harness import __version__, provenance
 from harness.backtest import resume, sidecar
 from harness.backtest.boundary import policy
 from harness.backtest.executors import Work, check_execution, open_executor
 from harness.backtest.planning import Plan, plan
 from harness.backtest.result import Backtest, assemble
+from harness.backtest.sidecar import tracking, tracking_uri
 from harness.backtest.window import WindowResult, steps_per_window
 from harness.config import Config
 from harness.errors import HarnessError
@@ -99,7 +100,7 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
     (``rerun=True`` starts a new one). The parent ends FINISHED, FAILED on an error, or KILLED on
     Ctrl-C (:class:`Interrupted`), also when the Ctrl-C was lost on the way (:func:`resume.interrupts`).
     """
-    sidecar.start()  # figures and selection off the critical path: it imports their libraries while this trains
+    sidecar.start(config)  # the store, figures and selection off the critical path, beside the training
     store = tracking.resolve_store(tracking_uri(config))
     tracking.check_server(store)
     tracking.ensure_experiment(store, config.experiment)  # before any work: a bad store fails fast
@@ -118,6 +119,7 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
     checkpoint = resume.begin(store, config, tags, earlier, policy(config, the_plan.windows),
                               run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}")
     resumed = len(checkpoint.done)
+    sidecar.warm_up()  # the side process imports the drawing while this trains
     started = time.perf_counter()
     try:
         loaded = set(checkpoint.done)
@@ -176,11 +178,6 @@ def _select(outcome: Outcome) -> SelectionReport | None:
     except HarnessError as error:
         outcome.selection_error = str(error)
     return outcome.selection
-
-
-def tracking_uri(config: Config) -> str | None:
-    """The config's tracking.uri when the user set it, else None (then $MLFLOW_TRACKING_URI, else ./mlruns)."""
-    return config.tracking.uri if "uri" in config.tracking.model_fields_set else None
 
 
 def run_tags(config: Config, data_hash: str) -> dict[str, str]:

@@ -1,74 +1,54 @@
-"""The figures and the selection of ``harness run``, off its critical path, in a side process.
+"""``harness run``'s side process, seen from the run: its MLflow store, its figures, its selection.
 
-Drawing a dozen PNGs (1-3 s) and the selection's bootstraps (~1 s) need no trainer: a side process,
-started with the run (:func:`start`), imports matplotlib and the statistics while this process
-imports torch and trains; given the assembled backtest (pickled) it draws the backtest's figures
-while a forked copy makes the selection and its figures. This process logs the schedule runs as
-their figures arrive, then the selection: the MLflow writes stay here, in the same order, and the
-PNGs and statistics are those the same functions give here. Without a side process (one core or
-every core busy, ``HARNESS_SIDE_PROCESS=0``, the Python API without :func:`start`, a strategy it
-cannot import, or its death) the work is done here, as before. It never touches MLflow or torch,
-ignores Ctrl-C (this process decides), and ends when this process closes the pipe, exits or dies.
+The run trains; everything else it needs no trainer for goes to a side process
+(:mod:`harness.backtest.aside`), started before the run imports torch (:func:`start`):
+
+- **the store**: the side process imports MLflow and opens the store while the run imports
+  torch, and makes every :mod:`harness.tracking` call of the run (:data:`tracking`), one at a
+  time, in the run's order, the run waiting for each answer: the same writes in the same order
+  as in one process, so resume and kill-safety are unchanged; the run never imports MLflow;
+- **the figures and the selection**: given the assembled backtest (pickled) it draws the
+  backtest's figures while a forked copy makes the selection and its figures (the same PNGs and
+  statistics as here), serving the store's calls meanwhile.
+
+Without a side process (one core or every core busy, ``HARNESS_SIDE_PROCESS=0``, a strategy it
+cannot import, or its death) the work is done here, as before: the store's calls from then on
+too (a call it did not answer is made again here; the store's writes are idempotent). A Ctrl-C
+while it works stops it at once (the run then ends its parent KILLED itself).
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import pickle
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
+
+from harness.backtest.aside import (
+    JOB_BACKTEST,
+    SideProcessError,
+    draw_backtest,
+    draw_selection,
+    read_frame,
+    select_here,
+    write_frame,
+)
 
 log = logging.getLogger("harness.backtest")
 
 ENV = "HARNESS_SIDE_PROCESS"  # "0": no side process
-
-
-# --- what the work is, wherever it runs ----------------------------------------------------------
-
-
-def draw_backtest(backtest: Any, folder: str | Path) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
-    """A backtest's figures for its runs, as :func:`harness.tracking.finish_backtest` takes them:
-    :func:`harness.figures.backtest_figures` and the validation-loss curves
-    (:func:`harness.figures.curves.curve_figures`) beside them."""
-    from harness.figures import backtest_figures
-    from harness.figures.curves import curve_figures
-
-    parent_files, schedule_files = backtest_figures(backtest, folder)  # equity.png too, with a trading view
-    parent, per_candidate = curve_figures(backtest, folder)  # training_curve(s).png
-    parent_files.update(parent)
-    for label, files in per_candidate.items():
-        schedule_files.setdefault(label, {}).update(files)
-    return parent_files, schedule_files
-
-
-def select_here(backtest: Any) -> Any:
-    """The selection of ``backtest`` (:func:`harness.evaluation.selection.select`)."""
-    from harness.evaluation.selection import select
-
-    return select(backtest)
-
-
-def draw_selection(report: Any, folder: str | Path) -> dict[str, Path]:
-    """The selection's report and figures (:func:`harness.figures.selection_figures`)."""
-    from harness.figures import selection_figures
-
-    return selection_figures(report, folder)
-
-
-# --- this process's side -------------------------------------------------------------------------
-
-
-class SideProcessError(RuntimeError):
-    """The side process could not do a job (it died, or could not read the backtest)."""
+_CALL_REPLIES = ("return", "raise", "fault")
 
 
 @dataclass
@@ -83,26 +63,35 @@ class _Job:
 
 
 class _Side:
-    """The side process: a ``python -m harness.backtest.sidecar`` child, pickled frames over its pipes."""
+    """The side process: a ``python -m harness.backtest.aside`` child, pickled frames over its pipes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracking_uri: str) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         # its own process group: stopping it mid-job also stops the copy it forked for the selection
-        self.process = subprocess.Popen([sys.executable, "-m", "harness.backtest.sidecar"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env, start_new_session=True)
+        self.process = subprocess.Popen([sys.executable, "-m", "harness.backtest.aside", tracking_uri],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                        start_new_session=True)
         self.job: _Job | None = None
+        self.calls = 0
+        self.deferred: _Deferred | None = None
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def send(self, message: Any) -> None:
-        _write(self.process.stdin, message)
+        write_frame(self.process.stdin, message)
 
-    def receive(self) -> Any:
-        message = _read(self.process.stdout)
-        if message is None:
-            raise SideProcessError("the side process ended")
-        return message
+    def reply(self, kinds: tuple[str, ...], seq: int | None = None) -> tuple:
+        """The next message of one of ``kinds`` (of call ``seq``); a selection that comes first is
+        kept on the job for :func:`select`."""
+        while True:
+            message = read_frame(self.process.stdout)
+            if message is None:
+                raise SideProcessError("the side process ended")
+            if message[0] == "selection" and self.job is not None:
+                self.job.selection = message[1]
+            if message[0] in kinds and (seq is None or message[1] == seq):
+                return message
 
     def close(self) -> None:
         """Idle, it ends when its pipe closes; in the middle of a job it is stopped at once."""
@@ -150,8 +139,14 @@ def enabled() -> bool:
     return load < cores
 
 
-def start() -> bool:
-    """Start the side process (once per process) if :func:`enabled`; True if one is running."""
+def tracking_uri(config: Any) -> str | None:
+    """The config's tracking.uri when the user set it, else None (then $MLFLOW_TRACKING_URI, else ./mlruns)."""
+    return config.tracking.uri if "uri" in config.tracking.model_fields_set else None
+
+
+def start(config: Any = None) -> bool:
+    """Start the side process (once per process) if :func:`enabled`; True if one is running. Given
+    the run's config, it opens that config's store (``tracking.uri``, else the default one) at once."""
     global _SIDE
     if _SIDE is not None and _SIDE.alive() and _SIDE.job is None:
         return True
@@ -159,7 +154,7 @@ def start() -> bool:
     if not enabled():
         return False
     try:
-        _SIDE = _Side()
+        _SIDE = _Side((tracking_uri(config) or "") if config is not None else "")  # "": the default store
     except OSError as exc:
         log.debug("no side process: %s", exc)
         _SIDE = None
@@ -172,9 +167,11 @@ def stop() -> None:
     global _SIDE
     side, _SIDE = _SIDE, None
     if side is not None:
-        side.close()
+        side.close()  # idle, it makes the call it was sent without waiting first
         if side.job is not None:
             shutil.rmtree(side.job.selection_folder, ignore_errors=True)
+        if side.deferred is not None:
+            side.deferred.then()
 
 
 atexit.register(stop)
@@ -201,11 +198,12 @@ def figures(backtest: Any, folder: str | Path) -> tuple[dict[str, Path], dict[st
 
 
 def _figures_aside(side: _Side, backtest: Any, folder: Path) -> tuple[dict, dict]:
+    _settle(side)
     job = _Job(backtest, Path(tempfile.mkdtemp(prefix="harness-selection-")))
     side.job = job
     side.send(("job", pickle.dumps(backtest, protocol=pickle.HIGHEST_PROTOCOL), str(folder),
                str(job.selection_folder)))
-    kind, payload = side.receive()
+    kind, payload = side.reply(("figures", "error"))
     job.figures_read = True
     if kind == "error":
         raise SideProcessError(payload)
@@ -221,8 +219,8 @@ def select(backtest: Any) -> Any:
         return select_here(backtest)
     try:
         if job.selection is None:
-            kind, payload = side.receive()
-            job.selection = payload if kind == "selection" else (None, SideProcessError(payload))
+            _settle(side)
+            side.reply(("selection",))  # kept on the job
     except SideProcessError as exc:
         job.selection = (None, exc)
     except BaseException:
@@ -266,135 +264,118 @@ def _finish_job() -> None:
         side.job = None
 
 
-# --- the frames on the pipes ---------------------------------------------------------------------
 
 
-def _write(stream: Any, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+# --- the store's calls -----------------------------------------------------------------------------
+
+
+class _Tracking:
+    """:mod:`harness.tracking` as ``harness run`` calls it: each function is called in the side
+    process while one runs, else here (MLflow is imported then)."""
+
+    def __getattr__(self, name: str) -> Any:
+        side = _SIDE
+        if side is not None and side.alive():
+            return functools.partial(_call, name)
+        return getattr(import_module("harness.tracking"), name)
+
+    def defer(self, then: Callable[[], None], name: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``name`` as the others, but go on without its answer: the side process makes it while
+        this process works; its answer (an error, a kill moment) is taken before the next call, and
+        ``then`` runs once it is made (at once where no side process runs)."""
+        side = _SIDE
+        if side is None or not side.alive():
+            try:
+                getattr(self, name)(*args, **kwargs)
+            finally:
+                then()
+            return
+        _settle(side)
+        side.calls += 1
+        try:
+            side.send(("call", side.calls, name, args, kwargs))
+        except SideProcessError:
+            stop()
+            self.defer(then, name, *args, **kwargs)
+            return
+        side.deferred = _Deferred(side.calls, then, name, args, kwargs)
+
+
+tracking = _Tracking()
+
+
+@dataclass
+class _Deferred:
+    """A call sent without waiting for its answer (:meth:`_Tracking.defer`)."""
+
+    seq: int
+    then: Callable[[], None]
+    name: str
+    args: tuple
+    kwargs: dict
+
+
+def _settle(side: _Side) -> None:
+    """Take the answer of the deferred call, if any: its error raised, its kill moment honoured."""
+    deferred, side.deferred = side.deferred, None
+    if deferred is None:
+        return
     try:
-        stream.write(struct.pack("<Q", len(data)) + data)
-        stream.flush()
-    except (BrokenPipeError, OSError, ValueError) as exc:
-        raise SideProcessError(f"cannot reach the side process ({exc})") from None
+        try:
+            answer = side.reply(_CALL_REPLIES, deferred.seq)
+        except SideProcessError:
+            stop()
+            _call(deferred.name, *deferred.args, **deferred.kwargs)  # made here: it may not have been made there
+            return
+        except BaseException:
+            stop()
+            raise
+        _answer(answer, deferred.name, deferred.args, deferred.kwargs)
+    finally:
+        deferred.then()
 
 
-def _read(stream: Any) -> Any | None:
-    """The next message, or None at the end of the stream."""
+def _call(name: str, *args: Any, **kwargs: Any) -> Any:
+    """``harness.tracking.<name>(*args, **kwargs)``, made by the side process; made here when it
+    cannot (it died, or died meanwhile: the call is made again here)."""
+    side = _SIDE
+    if side is None or not side.alive():
+        stop()
+        return getattr(import_module("harness.tracking"), name)(*args, **kwargs)
+    _settle(side)
+    mine = side.job.backtest if side.job is not None and side.job.figures_read else None
+    sent_args = tuple(JOB_BACKTEST if mine is not None and arg is mine else arg for arg in args)
+    sent_kwargs = {key: JOB_BACKTEST if mine is not None and value is mine else value for key, value in kwargs.items()}
+    side.calls += 1
     try:
-        head = _read_exactly(stream, 8)
-        if head is None:
-            return None
-        body = _read_exactly(stream, struct.unpack("<Q", head)[0])
-    except (OSError, ValueError):
-        return None
-    return None if body is None else pickle.loads(body)
+        side.send(("call", side.calls, name, sent_args, sent_kwargs))
+        answer = side.reply(_CALL_REPLIES, side.calls)
+    except SideProcessError as exc:
+        log.debug("the store's calls are made here from now on: %s", exc)
+        stop()
+        return _call(name, *args, **kwargs)
+    except BaseException:
+        stop()  # interrupted while it works: this process ends the run (its parent KILLED) itself
+        raise
+    return _answer(answer, name, args, kwargs)
 
 
-def _read_exactly(stream: Any, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = stream.read(left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+def _answer(answer: tuple, name: str, args: tuple, kwargs: dict) -> Any:
+    kind, _, value = answer
+    if kind == "fault":  # the test-only fault hook's kill moment: this process is the one stopped
+        signal.raise_signal(getattr(signal, value))
+        return _call(name, *args, **kwargs)  # a signal whose handler did not stop the run
+    if kind == "raise":
+        raise value
+    return value
 
 
-# --- the side process itself ---------------------------------------------------------------------
-
-
-def _serve() -> int:
-    """The side process: import the drawing and the statistics, then do each job sent; a run gone
-    without closing the pipe (``kill -9``) ends it quietly, with nobody left to reply to."""
-    try:
-        return _jobs()
-    except (SideProcessError, OSError):  # a broken pipe
-        return 0
-
-
-def _jobs() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the run: it ends this by closing the pipe
-    logging.basicConfig(level=logging.WARNING, format="harness: %(levelname)s: %(message)s")  # as the CLI's
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to stderr, not into the frames
-    requests = sys.stdin.buffer
-    _warm_up()
-    while True:
-        message = _read(requests)
-        if message is None:
-            return 0
-        _, data, figures_folder, selection_folder = message
+def warm_up() -> None:
+    """Tell the side process that training starts: it imports the figures' and the selection's
+    libraries now, between the store's calls."""
+    side = _SIDE
+    if side is not None and side.alive():
         try:
-            backtest = pickle.loads(data)
-        except Exception as exc:  # noqa: BLE001 - e.g. a strategy class this interpreter cannot import
-            _write(replies, ("error", f"cannot read the backtest: {type(exc).__name__}: {exc}"))
-            continue
-        selection = _fork_selection(backtest, selection_folder)
-        try:
-            _write(replies, ("figures", draw_backtest(backtest, figures_folder)))
-        except Exception as exc:  # noqa: BLE001 - drawn again in the run's process, which raises it there
-            _write(replies, ("error", f"drawing failed: {type(exc).__name__}: {exc}"))
-        _write(replies, ("selection", selection()))
-
-
-def _fork_selection(backtest: Any, folder: str):
-    """Start the selection of ``backtest`` (and its figures, into ``folder``) in a forked copy of
-    this process, so it runs beside the backtest's figures; returns the call that waits for it."""
-    def make() -> tuple[Any, Any]:
-        from harness.errors import HarnessError
-
-        try:
-            report = select_here(backtest)
-        except HarnessError as exc:
-            return None, exc
-        return report, draw_selection(report, folder)
-
-    if not hasattr(os, "fork"):
-        return make
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the copy: make the selection, send it, leave without running any exit handler
-        os.close(read_end)
-        code = 0
-        try:
-            with os.fdopen(write_end, "wb") as out:
-                try:
-                    result = make()
-                except Exception as exc:  # noqa: BLE001
-                    result = (None, SideProcessError(f"the selection failed: {type(exc).__name__}: {exc}"))
-                out.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        except BaseException:  # noqa: BLE001
-            code = 1
-        os._exit(code)
-    os.close(write_end)
-
-    def wait() -> tuple[Any, Any]:
-        with os.fdopen(read_end, "rb") as stream:
-            data = stream.read()
-        os.waitpid(pid, 0)
-        try:
-            return pickle.loads(data)
-        except Exception:  # noqa: BLE001 - the copy died: the run's process makes the selection
-            return None, SideProcessError("the selection's process ended without a result")
-
-    return wait
-
-
-def _warm_up() -> None:
-    """What every job needs, imported while the run trains: pandas, matplotlib, the figures, the
-    statistics (arch's bootstrap too) and the backtest's classes."""
-    import harness.backtest.result  # noqa: F401 - unpickling the backtest
-    import harness.evaluation.selection  # noqa: F401
-    import harness.figures  # noqa: F401
-    import harness.figures.curves  # noqa: F401
-
-    try:
-        import arch.bootstrap  # noqa: F401 - the confidence set's bootstrap
-    except ImportError:
-        pass
-
-
-if __name__ == "__main__":
-    from harness.cli import fast_exit  # no module teardown: the run waits for this exit
-    fast_exit(_serve())
+            side.send(("warm",))
+        except SideProcessError:
+            stop()

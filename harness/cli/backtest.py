@@ -115,7 +115,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     paths = args.config or [None]
     configs = [_load(args, path) for path in paths]  # every file is validated before any training
-    sidecar.start()  # before torch and MLflow are imported here: it imports the drawing beside them
+    sidecar.start(configs[0])  # before torch is imported here: it imports MLflow and the drawing beside it
     from harness.backtest import Interrupted, resume, run_and_log
     from harness.cli.render import batch_summary, outcome_text
 

@@ -93,7 +93,7 @@ def ui_line(outcome: Outcome) -> str:
 
 def comparison_line(outcome: Outcome) -> str | None:
     """``harness ui EXPERIMENT`` and the link it opens: the comparison of this backtest's schedule runs."""
-    from harness import tracking
+    from harness.backtest.sidecar import tracking  # harness.tracking, in the run's side process when it runs
     from harness.errors import HarnessError
 
     store, experiment = outcome.store, outcome.backtest.config.experiment

@@ -35,44 +35,66 @@ Per-seed metrics are not MLflow metrics (they would triple the charts in the UI)
 it within MLflow's limits); a run that fails is ended FAILED (KILLED on Ctrl-C), never RUNNING.
 """
 
-from harness.tracking.links import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    Comparison,
-    compare_link,
-    compare_url,
-    find_comparison,
-    ui_base,
-)
-from harness.tracking.registry import (
-    CHAMPION,
-    RegisteredModel,
-    check_model_name,
-    load_registered_model,
-    log_selection,
-    register_model,
-)
-from harness.tracking.runs import (
-    BacktestLog,
-    delete_child_runs,
-    end_run,
-    fetch_files,
-    find_runs,
-    finish_backtest,
-    load_backtest,
-    logged_schedules,
-    prune_child_runs,
-    reopen_run,
-    save_files,
-    start_backtest,
-)
-from harness.tracking.store import (
-    DEFAULT_FOLDER,
-    Store,
-    check_server,
-    ensure_experiment,
-    resolve_store,
-)
+from typing import TYPE_CHECKING
+
+from harness.lazy import lazy_exports
+
+# Imported on first use: the values (Store, Comparison, BacktestLog) without MLflow, so that a process whose MLflow work
+# is done by another (the run's side process, harness.backtest.sidecar) can read them without importing it.
+_LAZY = {
+    **dict.fromkeys(("DEFAULT_HOST", "DEFAULT_PORT", "compare_link", "find_comparison", "ui_base"), "links"),
+    **dict.fromkeys(("BacktestLog", "Comparison", "Store", "compare_url"), "values"),
+    **dict.fromkeys(("CHAMPION", "RegisteredModel", "check_model_name", "load_registered_model", "log_selection",
+                     "register_model"), "registry"),
+    **dict.fromkeys(("delete_child_runs", "end_run", "fetch_files", "find_runs", "finish_backtest",
+                     "load_backtest", "logged_schedules", "prune_child_runs", "reopen_run", "save_files",
+                     "start_backtest"), "runs"),
+    **dict.fromkeys(("DEFAULT_FOLDER", "check_server", "ensure_experiment", "resolve_store"), "store"),
+}
+
+if TYPE_CHECKING:
+    from harness.tracking.links import (
+        DEFAULT_HOST,
+        DEFAULT_PORT,
+        compare_link,
+        find_comparison,
+        ui_base,
+    )
+    from harness.tracking.registry import (
+        CHAMPION,
+        RegisteredModel,
+        check_model_name,
+        load_registered_model,
+        log_selection,
+        register_model,
+    )
+    from harness.tracking.runs import (
+        delete_child_runs,
+        end_run,
+        fetch_files,
+        find_runs,
+        finish_backtest,
+        load_backtest,
+        logged_schedules,
+        prune_child_runs,
+        reopen_run,
+        save_files,
+        start_backtest,
+    )
+    from harness.tracking.store import (
+        DEFAULT_FOLDER,
+        check_server,
+        ensure_experiment,
+        resolve_store,
+    )
+    from harness.tracking.values import (
+        BacktestLog,
+        Comparison,
+        Store,
+        compare_url,
+    )
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "CHAMPION", "DEFAULT_FOLDER", "DEFAULT_HOST", "DEFAULT_PORT", "BacktestLog", "Comparison", "RegisteredModel",

@@ -9,10 +9,6 @@ one a fresh browser gets by default.
 
 from __future__ import annotations
 
-import json
-import urllib.parse
-from dataclasses import dataclass
-
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -20,37 +16,12 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from harness.errors import HarnessError
 from harness.tracking.batch import search
 from harness.tracking.runs import _RUN_ID, _parent_run
-from harness.tracking.store import Store, deleted_message, open_client
+from harness.tracking.store import deleted_message, open_client
+from harness.tracking.values import Comparison, Store
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
-WORKFLOW_TYPE = "machine_learning"  # the UI's "Model training" workflow (the other is "genai")
 _FINISHED_BACKTEST = "tags.kind = 'backtest' and attributes.status = 'FINISHED'"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A finished backtest's schedule runs, in schedule order, as the UI's comparison shows them."""
-
-    experiment: str
-    experiment_id: str
-    parent_run_id: str
-    run_ids: tuple[str, ...]
-    schedules: tuple[str, ...]
-
-    def url(self, base: str) -> str:
-        return compare_url(base, self.experiment_id, self.run_ids)
-
-
-def compare_url(base: str, experiment_id: str, run_ids: tuple[str, ...] | list[str]) -> str:
-    """The UI at ``base`` (``http://host:port``) on the comparison of ``run_ids``, model-training view."""
-    values = {
-        "runs": json.dumps(list(run_ids), separators=(",", ":")),
-        "experiments": json.dumps([str(experiment_id)], separators=(",", ":")),
-        "workflowType": WORKFLOW_TYPE,
-    }
-    query = "&".join(f"{key}={urllib.parse.quote(value, safe=',')}" for key, value in values.items())
-    return f"{base.rstrip('/')}/#/compare-runs?{query}"
 
 
 def ui_base(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:

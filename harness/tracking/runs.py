@@ -56,16 +56,14 @@ from harness.tracking.batch import (
     source_tags,
     tag_filter,
 )
-from harness.tracking.faults import install as _install_fault_hook
 from harness.tracking.store import Store, ensure_experiment, open_client
+from harness.tracking.values import BacktestLog
 
 if TYPE_CHECKING:
     from harness.backtest.result import Backtest
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _FINISHED = RunStatus.to_string(RunStatus.FINISHED)
-
-_install_fault_hook()  # test-only: a no-op unless $HARNESS_TEST_KILL_AT or $HARNESS_TEST_WRITES is set
 
 
 @dataclass(frozen=True)
@@ -88,16 +86,6 @@ class BacktestRun:
     def finished(self) -> str:
         """The end time as ISO 8601 (seconds, UTC), or the status when the run has not ended."""
         return self.end_time.isoformat(timespec="seconds") if self.end_time is not None else self.status
-
-
-@dataclass
-class BacktestLog:
-    """What :func:`finish_backtest` logged, and the seconds it took (drawing the figures excluded)."""
-
-    experiment_id: str
-    parent_run_id: str
-    child_run_ids: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def start_backtest(

@@ -21,7 +21,6 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
@@ -30,6 +29,8 @@ from mlflow.exceptions import MlflowException
 
 from harness.errors import HarnessError, first_line
 from harness.provenance import reachable
+from harness.tracking.faults import install as _install_fault_hook
+from harness.tracking.values import Store
 
 DEFAULT_FOLDER = "./mlruns"
 DB_NAME = "mlflow.db"
@@ -40,22 +41,9 @@ DB_NAME = "mlflow.db"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
+_install_fault_hook()  # test-only: a no-op unless $HARNESS_TEST_KILL_AT or $HARNESS_TEST_WRITES is set
+
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")  # a scheme of >= 2 letters: not "C:\..."
-
-
-@dataclass(frozen=True)
-class Store:
-    """Where runs go: an MLflow tracking URI and, for local stores, the artifact root.
-
-    ``folder`` is set when the user named a folder (SQLite ``<folder>/mlflow.db`` and artifacts
-    under ``<folder>/artifacts``); ``artifact_root`` and ``database`` (the SQLite file, locked
-    while a schema is created) are set for every local SQLite store.
-    """
-
-    tracking_uri: str
-    artifact_root: Path | None = None
-    folder: Path | None = None
-    database: Path | None = None
 
 
 def resolve_store(uri: str | Path | None = None, *, create: bool = True) -> Store:
@@ -227,7 +215,7 @@ def _build_schema(path: Path) -> None:
 
     uri = f"sqlite:///{path.as_posix()}"
 
-    def unsynced(connection, record):  # noqa: ARG001 - SQLAlchemy's listener signature
+    def unsynced(connection, record):
         if _is_file(connection, path):
             cursor = connection.cursor()
             cursor.execute("PRAGMA synchronous=OFF")

@@ -259,10 +259,10 @@ def _both_at_once(zygotes: Zygotes, scenarios: dict[str, tuple[list[str], dict]]
 def test_killed_before_any_write_then_rerun_equals_an_uninterrupted_run(tmp_path, template, reference, zygotes):
     writes = reference["writes"]
     assert writes[-1] == "set_terminated" and len(writes) >= 12  # the parent ended FINISHED last
-    # Every moment; the figures and the selection drawn in the run's own process (HARNESS_SIDE_PROCESS=0),
-    # which changes no write and saves a process per command: the scenarios below keep the side process.
-    here = {"HARNESS_SIDE_PROCESS": "0"}
-    scenarios = {f"kill-{k:02d}-{writes[k - 1]}": ([str(k)], here) for k in range(1, len(writes) + 1)}
+    # Every moment, with the side process making the store's writes (the fault hook there kills the run,
+    # then itself) and without one (HARNESS_SIDE_PROCESS=0: the writes made in the run's own process)
+    scenarios = {f"kill-{k:02d}-{writes[k - 1]}-{where}": ([str(k)], env) for k in range(1, len(writes) + 1)
+                 for where, env in (("aside", {}), ("here", {"HARNESS_SIDE_PROCESS": "0"}))}
     # killed again while resuming: a resume of a resume
     scenarios["chain-child-files"] = ([str(_position(writes, "log_artifacts", 2)), "log_artifacts:1"], {})
     scenarios["chain-child-end"] = ([str(_position(writes, "set_terminated", 2)), "log_batch:1",
@@ -328,6 +328,7 @@ def test_a_ctrl_c_swallowed_during_the_logging_still_ends_the_run_killed(tmp_pat
             pass
         return logged(*args, **kwargs)
 
+    monkeypatch.setenv("HARNESS_SIDE_PROCESS", "0")  # the store's calls made here, where the library is patched
     monkeypatch.setattr(tracking, "log_selection", swallowing)
     with resume.interrupts(), pytest.raises(KeyboardInterrupt, match="windows are saved in run"):
         run_and_log(config, progress=False)
