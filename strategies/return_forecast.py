@@ -218,5 +218,16 @@ def equity_curve(pred: np.ndarray, y: np.ndarray, horizon: int = 1, position: st
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties averaged (``scipy.stats.rankdata``; pandas' rank, without importing scipy.stats)."""
-    return pd.Series(values).rank(method="average").to_numpy(np.float64)
+    """1-based ranks, ties averaged (``scipy.stats.rankdata``'s algorithm, without importing scipy.stats):
+    each run of equal sorted values gets the mean of its positions. NaNs: pandas' rank (NaN stays NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    if np.isnan(values).any():
+        return pd.Series(values).rank(method="average").to_numpy(np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each run of ties
+    ends = np.r_[starts[1:], len(values)]
+    group = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = ((starts + 1 + ends) / 2.0)[group]
+    return ranks

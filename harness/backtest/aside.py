@@ -1,18 +1,23 @@
 """The side process of ``harness run`` (``python -m harness.backtest.aside``): its MLflow store,
 its figures and its selection, beside the process that trains (:mod:`harness.backtest.sidecar`).
 
-Started before the run imports torch, it imports MLflow and opens the store meanwhile, then the
-drawing and the statistics while the run trains, between its calls. It serves, one message at a time:
+Started before the run reads its configs and imports torch, it imports MLflow and opens the store
+meanwhile, then the drawing and the statistics while the run trains, between its calls. It serves,
+one message at a time:
 
-- ``("call", seq, name, args, kwargs)``: ``harness.tracking.<name>(*args, **kwargs)``, answered
+- ``("open", tracking_uri)``: open the run's store (``""``: the default one) before the run asks;
+
+- ``("call", seq, name, args, kwargs, deferred)``: ``harness.tracking.<name>(*args, **kwargs)``, answered
   ``("return", seq, value)``, ``("raise", seq, exception)``, or ``("fault", seq, signal)`` where the
   test-only fault hook (:mod:`harness.tracking.faults`) reached a kill moment of a signal other than
   SIGKILL: the call unwound as under Ctrl-C and the run raises that signal itself, as it would if
-  it made the write (at a SIGKILL moment the hook kills the run, then this process);
+  it made the write (at a SIGKILL moment the hook kills the run, then this process); the run did
+  not wait for a ``deferred`` call, so those sent after one that met a kill moment are answered
+  ``("skipped", seq, None)``, not made;
 - ``("warm",)``: the run starts training: import what the jobs need, between calls;
-- ``("job", backtest, figures_folder, selection_folder)``: the backtest's figures, answered
-  ``("figures", files)`` (or ``("error", why)``), while a forked copy makes the selection and its
-  figures, answered ``("selection", (report, files))`` when done (calls are served meanwhile).
+- ``("job", backtest, figures_folder, selection_folder)``: the backtest's figures (every other
+  PNG written by a forked copy), answered ``("figures", files)`` (or ``("error", why)``), while
+  another forked copy makes the selection and its figures, answered ``("selection", (report, files))`` when done (calls are served meanwhile).
 
 It ignores Ctrl-C (the run decides) and ends when the run closes the pipe, exits or dies; a call
 in flight then completes, no later one is made.
@@ -20,6 +25,7 @@ in flight then completes, no later one is made.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -28,6 +34,7 @@ import signal
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -120,17 +127,18 @@ class _Replies:
             write_frame(self.stream, message)
 
 
-def _serve(tracking_uri: str | None) -> int:
+def _serve() -> int:
     """Serve until the pipe closes; a run gone without closing it (``kill -9``) ends this quietly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the run: it ends this by closing the pipe
     logging.basicConfig(level=logging.WARNING, format="harness: %(levelname)s: %(message)s")  # as the CLI's
     replies = _Replies(os.fdopen(os.dup(sys.stdout.fileno()), "wb"))
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to stderr, not into the frames
     requests = sys.stdin.buffer.raw  # unbuffered: a message waiting is one select() sees
-    _open_store(tracking_uri)
+    _import_tracking()
     warm_up: list[str] = []
     waiting: threading.Thread | None = None
     job_backtest: Any = None
+    faulted = False  # a deferred call met a kill moment: the deferred ones after it are skipped
     try:
         while True:
             while warm_up and not select.select([requests], [], [], 0)[0]:
@@ -139,7 +147,16 @@ def _serve(tracking_uri: str | None) -> int:
             if message is None:
                 return 0
             if message[0] == "call":
-                replies.send(_call(message, job_backtest))
+                deferred = message[5]
+                if deferred and faulted:  # a kill moment came before it: it is not made
+                    replies.send(("skipped", message[1], None))
+                    continue
+                reply = _call(message[:5], job_backtest)
+                faulted = deferred and reply[0] == "fault"
+                replies.send(reply)
+                continue
+            if message[0] == "open":
+                _open_store(message[1])
                 continue
             if message[0] == "warm":  # the run starts training
                 warm_up = [name for name in WARM_UP if name not in sys.modules]
@@ -182,17 +199,17 @@ def _portable(exc: Exception) -> Exception:
 
 
 def _job(message: tuple, replies: _Replies) -> tuple[Any, threading.Thread | None]:
-    """Draw a backtest's figures while a fork makes its selection; returns the backtest and the
-    thread that sends the selection when it is made."""
+    """Draw a backtest's figures, half of them in a forked copy, while another makes its selection;
+    returns the backtest and the thread that sends the selection when it is made."""
     _, data, figures_folder, selection_folder = message
     try:
         backtest = pickle.loads(data)
     except Exception as exc:  # noqa: BLE001 - e.g. a strategy class this interpreter cannot import
         replies.send(("error", f"cannot read the backtest: {type(exc).__name__}: {exc}"))
         return None, None
-    selection = _fork_selection(backtest, selection_folder)
+    selection = _forked(functools.partial(_selection, backtest, selection_folder))
     try:
-        replies.send(("figures", draw_backtest(backtest, figures_folder)))
+        replies.send(("figures", _figures(backtest, figures_folder)))
     except SideProcessError:
         raise
     except Exception as exc:  # noqa: BLE001 - drawn again in the run's process, which raises it there
@@ -209,23 +226,42 @@ def _job(message: tuple, replies: _Replies) -> tuple[Any, threading.Thread | Non
     return backtest, waiting
 
 
-def _fork_selection(backtest: Any, folder: str):
-    """Start the selection of ``backtest`` (and its figures, into ``folder``) in a forked copy of
-    this process, so it runs beside the backtest's figures; returns the call that waits for it."""
-    def make() -> tuple[Any, Any]:
-        from harness.errors import HarnessError
+def _figures(backtest: Any, folder: str) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
+    """:func:`draw_backtest`, every other PNG written by a forked copy (:func:`shared_pngs`); all
+    drawn here when the copy fails."""
+    from harness.figures.common import shared_pngs
 
-        try:
-            report = select_here(backtest)
-        except HarnessError as exc:
-            return None, exc
-        return report, draw_selection(report, folder)
+    def other_half() -> Any:
+        with shared_pngs(1, 2):
+            return draw_backtest(backtest, folder)
 
+    theirs = _forked(other_half)
+    with shared_pngs(0, 2):
+        files = draw_backtest(backtest, folder)
+    if theirs() != files:  # the copy failed: its PNGs are drawn here
+        files = draw_backtest(backtest, folder)
+    return files
+
+
+def _selection(backtest: Any, folder: str) -> tuple[Any, Any]:
+    """The selection of ``backtest`` and its figures in ``folder``, or (None, its HarnessError)."""
+    from harness.errors import HarnessError
+
+    try:
+        report = select_here(backtest)
+    except HarnessError as exc:
+        return None, exc
+    return report, draw_selection(report, folder)
+
+
+def _forked(make: Callable[[], Any]) -> Callable[[], Any]:
+    """Start ``make()`` in a forked copy of this process; returns the call that waits for its result
+    (``(None, SideProcessError)`` when the copy failed or died). Without fork, ``make`` itself."""
     if not hasattr(os, "fork"):
         return make
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the copy: make the selection, send it, leave without running any exit handler
+    if pid == 0:  # the copy: make it, send it, leave without running any exit handler
         os.close(read_end)
         code = 0
         try:
@@ -233,36 +269,40 @@ def _fork_selection(backtest: Any, folder: str):
                 try:
                     result = make()
                 except Exception as exc:  # noqa: BLE001
-                    result = (None, SideProcessError(f"the selection failed: {type(exc).__name__}: {exc}"))
+                    result = (None, SideProcessError(f"the side process's copy failed: {type(exc).__name__}: {exc}"))
                 out.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
         except BaseException:  # noqa: BLE001
             code = 1
         os._exit(code)
     os.close(write_end)
 
-    def wait() -> tuple[Any, Any]:
+    def wait() -> Any:
         with os.fdopen(read_end, "rb") as stream:
             data = stream.read()
         os.waitpid(pid, 0)
         try:
             return pickle.loads(data)
-        except Exception:  # noqa: BLE001 - the copy died: the run's process makes the selection
-            return None, SideProcessError("the selection's process ended without a result")
+        except Exception:  # noqa: BLE001 - the copy died
+            return None, SideProcessError("the side process's copy ended without a result")
 
     return wait
 
 
-def _open_store(tracking_uri: str | None) -> None:
-    """Import MLflow and open the run's local store (its schema copied in) before the run asks for
-    it; a store that cannot be opened is left for the run's own call, which says why."""
+def _import_tracking() -> None:
+    """MLflow and the tracking modules the run's first calls need, imported while it imports torch."""
     from harness import tracking
-    from harness.errors import HarnessError
-    from harness.tracking import faults, store
+    from harness.tracking import faults
 
     faults.redirect(os.getppid())  # a kill moment reached here is the run's
-    tracking.end_run  # noqa: B018 - the run's first calls need these modules
-    if tracking_uri is None:
-        return
+    tracking.end_run  # noqa: B018 - imports the runs module (and the store's, MLflow's)
+
+
+def _open_store(tracking_uri: str) -> None:
+    """Open the run's local store (``""``: the default one; its schema copied in) before the run
+    asks for it; a store that cannot be opened is left for the run's own call, which says why."""
+    from harness.errors import HarnessError
+    from harness.tracking import store
+
     try:
         location = store.resolve_store(tracking_uri or None)
         if location.database is not None:  # a local SQLite file; a server is checked by the run first
@@ -287,4 +327,4 @@ def _import(name: str) -> None:
 if __name__ == "__main__":
     from harness.cli import fast_exit  # no module teardown: the run waits for this exit
 
-    fast_exit(_serve(sys.argv[1] if len(sys.argv) > 1 else None))
+    fast_exit(_serve())

@@ -65,15 +65,15 @@ class _Job:
 class _Side:
     """The side process: a ``python -m harness.backtest.aside`` child, pickled frames over its pipes."""
 
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        # its own process group: stopping it mid-job also stops the copy it forked for the selection
-        self.process = subprocess.Popen([sys.executable, "-m", "harness.backtest.aside", tracking_uri],
+        # its own process group: stopping it mid-job also stops the copies it forked
+        self.process = subprocess.Popen([sys.executable, "-m", "harness.backtest.aside"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                         start_new_session=True)
         self.job: _Job | None = None
         self.calls = 0
-        self.deferred: _Deferred | None = None
+        self.deferred: list[_Deferred] = []  # calls sent without waiting, oldest first
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -94,8 +94,9 @@ class _Side:
                 return message
 
     def close(self) -> None:
-        """Idle, it ends when its pipe closes; in the middle of a job it is stopped at once."""
-        busy = self.job is not None
+        """Idle, it ends when its pipe closes (a call sent without waiting made first); in the middle
+        of a job, or never called (a config error), it is stopped at once."""
+        busy = self.job is not None or self.calls == 0
         try:
             self.process.stdin.close()
         except OSError:
@@ -145,20 +146,26 @@ def tracking_uri(config: Any) -> str | None:
 
 
 def start(config: Any = None) -> bool:
-    """Start the side process (once per process) if :func:`enabled`; True if one is running. Given
-    the run's config, it opens that config's store (``tracking.uri``, else the default one) at once."""
+    """Start the side process (once per process) if :func:`enabled`; True if one is running. It
+    imports MLflow at once; given a config, it opens that config's store (``tracking.uri``, else
+    the default one) before the run asks for it."""
     global _SIDE
-    if _SIDE is not None and _SIDE.alive() and _SIDE.job is None:
-        return True
-    stop()
-    if not enabled():
-        return False
-    try:
-        _SIDE = _Side((tracking_uri(config) or "") if config is not None else "")  # "": the default store
-    except OSError as exc:
-        log.debug("no side process: %s", exc)
-        _SIDE = None
-        return False
+    if _SIDE is None or not _SIDE.alive() or _SIDE.job is not None:
+        stop()
+        if not enabled():
+            return False
+        try:
+            _SIDE = _Side()
+        except OSError as exc:
+            log.debug("no side process: %s", exc)
+            _SIDE = None
+            return False
+    if config is not None:
+        try:
+            _SIDE.send(("open", tracking_uri(config) or ""))  # "": the default store
+        except SideProcessError:
+            stop()
+            return False
     return True
 
 
@@ -170,8 +177,8 @@ def stop() -> None:
         side.close()  # idle, it makes the call it was sent without waiting first
         if side.job is not None:
             shutil.rmtree(side.job.selection_folder, ignore_errors=True)
-        if side.deferred is not None:
-            side.deferred.then()
+        for deferred in side.deferred:
+            deferred.then()
 
 
 atexit.register(stop)
@@ -281,8 +288,9 @@ class _Tracking:
 
     def defer(self, then: Callable[[], None], name: str, *args: Any, **kwargs: Any) -> None:
         """Call ``name`` as the others, but go on without its answer: the side process makes it while
-        this process works; its answer (an error, a kill moment) is taken before the next call, and
-        ``then`` runs once it is made (at once where no side process runs)."""
+        this process works; its answer (an error, a kill moment) is taken at the next call that
+        waits, and ``then`` runs once it is made (at once where no side process runs). After a
+        kill moment the side process skips the deferred calls sent after it, as a kill would."""
         side = _SIDE
         if side is None or not side.alive():
             try:
@@ -290,15 +298,14 @@ class _Tracking:
             finally:
                 then()
             return
-        _settle(side)
         side.calls += 1
         try:
-            side.send(("call", side.calls, name, args, kwargs))
+            side.send(("call", side.calls, name, args, kwargs, True))
         except SideProcessError:
             stop()
             self.defer(then, name, *args, **kwargs)
             return
-        side.deferred = _Deferred(side.calls, then, name, args, kwargs)
+        side.deferred.append(_Deferred(side.calls, then, name, args, kwargs))
 
 
 tracking = _Tracking()
@@ -316,23 +323,27 @@ class _Deferred:
 
 
 def _settle(side: _Side) -> None:
-    """Take the answer of the deferred call, if any: its error raised, its kill moment honoured."""
-    deferred, side.deferred = side.deferred, None
-    if deferred is None:
-        return
+    """Take the answers of the deferred calls: the first error raised, the first kill moment
+    honoured; calls the side process could not answer (it died) are made here."""
+    pending, side.deferred = side.deferred, []
+    answers: list[tuple] = []
     try:
         try:
-            answer = side.reply(_CALL_REPLIES, deferred.seq)
+            for deferred in pending:
+                answers.append(side.reply((*_CALL_REPLIES, "skipped"), deferred.seq))
         except SideProcessError:
             stop()
-            _call(deferred.name, *deferred.args, **deferred.kwargs)  # made here: it may not have been made there
-            return
+            for deferred in pending[len(answers):]:  # made here: they may not have been made there
+                _call(deferred.name, *deferred.args, **deferred.kwargs)
         except BaseException:
             stop()
             raise
-        _answer(answer, deferred.name, deferred.args, deferred.kwargs)
+        for answer, deferred in zip(answers, pending):
+            if answer[0] != "skipped":
+                _answer(answer, deferred.name, deferred.args, deferred.kwargs)
     finally:
-        deferred.then()
+        for deferred in pending:
+            deferred.then()
 
 
 def _call(name: str, *args: Any, **kwargs: Any) -> Any:
@@ -348,7 +359,7 @@ def _call(name: str, *args: Any, **kwargs: Any) -> Any:
     sent_kwargs = {key: JOB_BACKTEST if mine is not None and value is mine else value for key, value in kwargs.items()}
     side.calls += 1
     try:
-        side.send(("call", side.calls, name, sent_args, sent_kwargs))
+        side.send(("call", side.calls, name, sent_args, sent_kwargs, False))
         answer = side.reply(_CALL_REPLIES, side.calls)
     except SideProcessError as exc:
         log.debug("the store's calls are made here from now on: %s", exc)

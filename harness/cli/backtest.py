@@ -113,9 +113,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness.backtest import sidecar
 
+    sidecar.start()  # first: it imports MLflow while this reads the configs and imports torch
     paths = args.config or [None]
     configs = [_load(args, path) for path in paths]  # every file is validated before any training
-    sidecar.start(configs[0])  # before torch is imported here: it imports MLflow and the drawing beside it
+    sidecar.start(configs[0])  # it opens the first config's store
     from harness.backtest import Interrupted, resume, run_and_log
     from harness.cli.render import batch_summary, outcome_text
 

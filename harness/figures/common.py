@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -114,10 +115,30 @@ def value_axis(ax: Axes, label: str, span: float = 100.0) -> None:
     ax.set_ylabel(f"{label} (log scale)" if wide else label)
 
 
+_share = {"part": 0, "parts": 1, "seen": 0}  # this process writes PNG part, part + parts, ... (shared_pngs)
+
+
+@contextmanager
+def shared_pngs(part: int, parts: int) -> Iterator[None]:
+    """Within the block :func:`save_png` writes only every ``parts``-th PNG, from number ``part``
+    (0-based, in the order saved), and returns the others' paths unwritten: ``parts`` processes
+    running the same drawing, one part each, write every PNG once between them (``harness run``'s
+    side process draws a backtest's figures on two cores so)."""
+    previous = dict(_share)
+    _share.update(part=part, parts=parts, seen=0)
+    try:
+        yield
+    finally:
+        _share.update(previous)
+
+
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Lay out and write ``fig`` as a PNG at ``path`` (folders created); an unwritable path is a
-    one-line error."""
+    one-line error. Under :func:`shared_pngs`, only this process's share is written."""
     path = Path(path)
+    number, _share["seen"] = _share["seen"], _share["seen"] + 1
+    if number % _share["parts"] != _share["part"]:
+        return path  # another process writes this one
     if fig.get_layout_engine() is None:  # figures made with layout="constrained" keep it
         fig.tight_layout()
     try:
