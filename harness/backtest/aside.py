@@ -17,7 +17,8 @@ one message at a time:
 - ``("warm",)``: the run starts training: import what the jobs need, between calls;
 - ``("job", backtest, figures_folder, selection_folder)``: the backtest's figures (every other
   PNG written by a forked copy), answered ``("figures", files)`` (or ``("error", why)``), while
-  another forked copy makes the selection and its figures, answered ``("selection", (report, files))`` when done (calls are served meanwhile).
+  another forked copy makes the selection and its figures, answered ``("selection", (report,
+  files))`` when done (calls are served meanwhile).
 
 It ignores Ctrl-C (the run decides) and ends when the run closes the pipe, exits or dies; a call
 in flight then completes, no later one is made.

@@ -40,7 +40,6 @@ another version) is ignored and its windows train again, which gives the same nu
 
 from __future__ import annotations
 
-import functools
 import logging
 import pickle
 import shutil
@@ -90,12 +89,17 @@ class Checkpoint:
         than the newest window, and the policy then retrains from the state.
         """
         folder = tempfile.mkdtemp(prefix="harness-checkpoint-")
-        for result in results:
-            _write(Path(folder) / window_file(result.index), {"result": replace(result, fitted=None)})
+        saved = {result.index: replace(result, fitted=None) for result in results}
+        for index, result in saved.items():
+            _write(Path(folder) / window_file(index), {"result": result})
+
+        def then(made: bool) -> None:
+            shutil.rmtree(folder, ignore_errors=True)
+            if made:
+                self.done.update(saved)
+
         # saved by the side process while the next windows train (its answer is taken at the next call)
-        tracking.defer(functools.partial(shutil.rmtree, folder, ignore_errors=True),
-                       "save_files", self.store, self.run_id, folder, CHECKPOINT)
-        self.done.update({result.index: replace(result, fitted=None) for result in results})
+        tracking.defer(then, "save_files", self.store, self.run_id, folder, CHECKPOINT)
         if not self.boundary.chained:
             check_interrupted()
             return

@@ -1,25 +1,20 @@
-"""``harness run``'s side process, seen from the run: its MLflow store, its figures, its selection.
+"""``harness run``'s side process (:mod:`harness.backtest.aside`), seen from the run.
 
-The run trains; everything else it needs no trainer for goes to a side process
-(:mod:`harness.backtest.aside`), started before the run imports torch (:func:`start`):
-
-- **the store**: the side process imports MLflow and opens the store while the run imports
-  torch, and makes every :mod:`harness.tracking` call of the run (:data:`tracking`), one at a
-  time, in the run's order, the run waiting for each answer: the same writes in the same order
-  as in one process, so resume and kill-safety are unchanged; the run never imports MLflow;
-- **the figures and the selection**: given the assembled backtest (pickled) it draws the
-  backtest's figures while a forked copy makes the selection and its figures (the same PNGs and
-  statistics as here), serving the store's calls meanwhile.
-
-Without a side process (one core or every core busy, ``HARNESS_SIDE_PROCESS=0``, a strategy it
-cannot import, or its death) the work is done here, as before: the store's calls from then on
-too (a call it did not answer is made again here; the store's writes are idempotent). A Ctrl-C
-while it works stops it at once (the run then ends its parent KILLED itself).
+Started before the run reads its configs (:func:`start`), it imports MLflow and opens the store
+while the run imports torch, and makes every :mod:`harness.tracking` call of the run
+(:data:`tracking`) one at a time, in order, the run waiting for each answer (a checkpoint's save
+excepted, :meth:`_Tracking.defer`): the store sees the writes of one process, so resume and
+kill-safety are unchanged, and the run never imports MLflow. Given the assembled backtest, it draws
+the figures and makes the selection beside each other (the same PNGs and statistics as here).
+Without one (one core or all busy, ``HARNESS_SIDE_PROCESS=0``, a strategy it cannot import, its
+death) the work is done here: the store's calls from then on too (a call left unanswered is made
+again here; the writes are idempotent). A Ctrl-C while it works stops it at once.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -29,11 +24,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 from harness.backtest.aside import (
     JOB_BACKTEST,
@@ -59,13 +54,13 @@ class _Job:
     selection_folder: Path
     figures_read: bool = False
     selection: tuple[Any, Any] | None = None  # (report, files) or (None, HarnessError)
-    files_taken: bool = field(default=False)
 
 
 class _Side:
     """The side process: a ``python -m harness.backtest.aside`` child, pickled frames over its pipes."""
 
     def __init__(self) -> None:
+        self.context = _context()  # what it resolves stores and paths with: this process's, now
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         # its own process group: stopping it mid-job also stops the copies it forked
         self.process = subprocess.Popen([sys.executable, "-m", "harness.backtest.aside"],
@@ -97,10 +92,8 @@ class _Side:
         """Idle, it ends when its pipe closes (a call sent without waiting made first); in the middle
         of a job, or never called (a config error), it is stopped at once."""
         busy = self.job is not None or self.calls == 0
-        try:
+        with contextlib.suppress(OSError):
             self.process.stdin.close()
-        except OSError:
-            pass
         try:
             self.process.wait(timeout=0 if busy else 2)
         except subprocess.TimeoutExpired:
@@ -109,21 +102,30 @@ class _Side:
             except (OSError, AttributeError):
                 self.process.kill()
             self.process.wait()
-        try:
+        with contextlib.suppress(OSError):
             self.process.stdout.close()
-        except OSError:
-            pass
 
 
 _SIDE: _Side | None = None
+
+
+_OFF = ("0", "false", "no", "off")
+
+
+def _context() -> tuple[str, dict[str, str]]:
+    return os.getcwd(), dict(os.environ)
+
+
+def _setting() -> str:
+    return os.environ.get(ENV, "").strip().lower()
 
 
 def enabled() -> bool:
     """Whether a side process may run: not switched off (``HARNESS_SIDE_PROCESS=0``; ``=1`` forces
     it), and a core to run on: at least two, not all busy already (the last minute's load average
     below the cores; on a saturated machine a side process only takes CPU from the others)."""
-    setting = os.environ.get(ENV, "").strip().lower()
-    if setting in ("0", "false", "no", "off"):
+    setting = _setting()
+    if setting in _OFF:
         return False
     try:
         cores = len(os.sched_getaffinity(0))
@@ -150,22 +152,22 @@ def start(config: Any = None) -> bool:
     imports MLflow at once; given a config, it opens that config's store (``tracking.uri``, else
     the default one) before the run asks for it."""
     global _SIDE
-    if _SIDE is None or not _SIDE.alive() or _SIDE.job is not None:
+    if _setting() in _OFF:  # also for a process that had one (HARNESS_SIDE_PROCESS=0 set since)
         stop()
+        return False
+    if _SIDE is None or not _SIDE.alive() or _SIDE.job is not None or _SIDE.context != _context():
+        stop()  # none, dead, busy, or started in another folder or environment: a new one
         if not enabled():
             return False
-        try:
+    try:
+        if _SIDE is None:
             _SIDE = _Side()
-        except OSError as exc:
-            log.debug("no side process: %s", exc)
-            _SIDE = None
-            return False
-    if config is not None:
-        try:
+        if config is not None:
             _SIDE.send(("open", tracking_uri(config) or ""))  # "": the default store
-        except SideProcessError:
-            stop()
-            return False
+    except (OSError, SideProcessError) as exc:
+        log.debug("no side process: %s", exc)
+        stop()
+        return False
     return True
 
 
@@ -178,7 +180,7 @@ def stop() -> None:
         if side.job is not None:
             shutil.rmtree(side.job.selection_folder, ignore_errors=True)
         for deferred in side.deferred:
-            deferred.then()
+            deferred.then(False)  # not known to be made
 
 
 atexit.register(stop)
@@ -284,19 +286,23 @@ class _Tracking:
         side = _SIDE
         if side is not None and side.alive():
             return functools.partial(_call, name)
+        stop()  # it died: the calls are made here from now on
         return getattr(import_module("harness.tracking"), name)
 
-    def defer(self, then: Callable[[], None], name: str, *args: Any, **kwargs: Any) -> None:
+    def defer(self, then: Callable[[bool], None], name: str, *args: Any, **kwargs: Any) -> None:
         """Call ``name`` as the others, but go on without its answer: the side process makes it while
         this process works; its answer (an error, a kill moment) is taken at the next call that
-        waits, and ``then`` runs once it is made (at once where no side process runs). After a
-        kill moment the side process skips the deferred calls sent after it, as a kill would."""
+        waits, after ``then(made)`` ran (``made``: whether it was made without error). Where no side
+        process runs it is made at once. After a kill moment the side process skips the deferred
+        calls sent after it, as a kill would have."""
         side = _SIDE
         if side is None or not side.alive():
+            made = False
             try:
                 getattr(self, name)(*args, **kwargs)
+                made = True
             finally:
-                then()
+                then(made)
             return
         side.calls += 1
         try:
@@ -316,34 +322,37 @@ class _Deferred:
     """A call sent without waiting for its answer (:meth:`_Tracking.defer`)."""
 
     seq: int
-    then: Callable[[], None]
+    then: Callable[[bool], None]
     name: str
     args: tuple
     kwargs: dict
 
 
 def _settle(side: _Side) -> None:
-    """Take the answers of the deferred calls: the first error raised, the first kill moment
-    honoured; calls the side process could not answer (it died) are made here."""
+    """Take the answers of the deferred calls, run their ``then``, then raise the first error or
+    honour the first kill moment; calls the side process could not answer (it died) are made here."""
     pending, side.deferred = side.deferred, []
     answers: list[tuple] = []
     try:
-        try:
-            for deferred in pending:
-                answers.append(side.reply((*_CALL_REPLIES, "skipped"), deferred.seq))
-        except SideProcessError:
-            stop()
-            for deferred in pending[len(answers):]:  # made here: they may not have been made there
-                _call(deferred.name, *deferred.args, **deferred.kwargs)
-        except BaseException:
-            stop()
-            raise
-        for answer, deferred in zip(answers, pending):
-            if answer[0] != "skipped":
-                _answer(answer, deferred.name, deferred.args, deferred.kwargs)
-    finally:
         for deferred in pending:
-            deferred.then()
+            answers.append(side.reply((*_CALL_REPLIES, "skipped"), deferred.seq))
+    except SideProcessError:
+        stop()
+        for deferred in pending[len(answers):]:  # made here: they may not have been made there
+            tracking.defer(deferred.then, deferred.name, *deferred.args, **deferred.kwargs)
+        pending = pending[:len(answers)]
+    except BaseException:
+        stop()
+        for deferred in pending[len(answers):]:
+            deferred.then(False)
+        pending = pending[:len(answers)]
+        raise
+    finally:
+        for answer, deferred in zip(answers, pending):
+            deferred.then(answer[0] == "return")
+    for answer, deferred in zip(answers, pending):
+        if answer[0] != "skipped":
+            _answer(answer, deferred.name, deferred.args, deferred.kwargs)
 
 
 def _call(name: str, *args: Any, **kwargs: Any) -> Any:
@@ -382,8 +391,7 @@ def _answer(answer: tuple, name: str, args: tuple, kwargs: dict) -> Any:
 
 
 def warm_up() -> None:
-    """Tell the side process that training starts: it imports the figures' and the selection's
-    libraries now, between the store's calls."""
+    """Tell the side process that training starts: it imports the drawing and the statistics now."""
     side = _SIDE
     if side is not None and side.alive():
         try:

@@ -1,9 +1,9 @@
 """What the tracking functions hand back to other code: plain values, no MLflow import.
 
 :class:`Store` (where runs go), :class:`BacktestLog` (what a backtest's logging wrote) and
-:class:`Comparison` (a backtest's schedule runs as the UI compares them) are read by processes that leave their MLflow work to another: ``harness run``
-has its store calls made by its side process (:mod:`harness.backtest.sidecar`) and unpickles
-what comes back without importing MLflow itself.
+:class:`Comparison` (a backtest's schedule runs as the UI compares them) are read by processes
+that leave their MLflow work to another: ``harness run`` has its store calls made by its side
+process (:mod:`harness.backtest.sidecar`) and unpickles what comes back without importing MLflow.
 """
 
 from __future__ import annotations
