@@ -225,9 +225,10 @@ def _ranks(values: np.ndarray) -> np.ndarray:
         return pd.Series(values).rank(method="average").to_numpy(np.float64)
     order = np.argsort(values, kind="mergesort")
     ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each run of ties
-    ends = np.r_[starts[1:], len(values)]
-    group = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1
+    first = np.ones(len(values), dtype=bool)  # where a run of equal sorted values starts
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(values))
     ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = ((starts + 1 + ends) / 2.0)[group]
+    ranks[order] = ((starts + 1 + ends) / 2.0)[np.cumsum(first) - 1]
     return ranks
