@@ -88,18 +88,18 @@ class Checkpoint:
         Window files go first, the chained state after: a kill in between leaves a state older
         than the newest window, and the policy then retrains from the state.
         """
-        folder = tempfile.mkdtemp(prefix="harness-checkpoint-")
+        windows = tempfile.mkdtemp(prefix="harness-checkpoint-")
         saved = {result.index: replace(result, fitted=None) for result in results}
         for index, result in saved.items():
-            _write(Path(folder) / window_file(index), {"result": result})
+            _write(Path(windows) / window_file(index), {"result": result})
 
         def then(made: bool) -> None:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(windows, ignore_errors=True)
             if made:
                 self.done.update(saved)
 
         # saved by the side process while the next windows train (its answer is taken at the next call)
-        tracking.defer(then, "save_files", self.store, self.run_id, folder, CHECKPOINT)
+        tracking.defer(then, "save_files", self.store, self.run_id, windows, CHECKPOINT)
         if not self.boundary.chained:
             check_interrupted()
             return

@@ -246,7 +246,10 @@ def _chained(tmp_path, store: str):
 
 
 @pytest.mark.slow
-def test_a_crash_in_a_window_of_a_chain_fails_the_run_and_the_rerun_continues_the_chain(tmp_path, prices, monkeypatch):
+@pytest.mark.parametrize("side", ["1", "0"])  # the store's calls in the side process (checkpoints deferred), or here
+def test_a_crash_in_a_window_of_a_chain_fails_the_run_and_the_rerun_continues_the_chain(tmp_path, prices, monkeypatch,
+                                                                                         side):
+    monkeypatch.setenv("HARNESS_SIDE_PROCESS", side)
     config = _chained(tmp_path, "crashed")
     the_plan = plan(config, prices)
     monkeypatch.setenv(CRASH_AT, str(pd.Timestamp(the_plan.table.dates[the_plan.windows[3].test_rows[0]]).date()))
@@ -327,7 +330,12 @@ def test_other_configs_data_or_code_are_other_backtests(tmp_path, store):
         assert resume.find_earlier(store, config.experiment, {**tags, key: "other"}) == resume.Earlier()
 
 
-def test_a_checkpoint_cut_short_is_ignored_and_that_work_redone(tmp_path, store, prices):
+@pytest.mark.parametrize("side", ["1", "0"])
+def test_a_checkpoint_cut_short_is_ignored_and_that_work_redone(tmp_path, store, prices, monkeypatch, side):
+    from harness.backtest import sidecar
+
+    monkeypatch.setenv("HARNESS_SIDE_PROCESS", side)
+    assert sidecar.start() == (side == "1")  # with one, the window files' save is deferred, the state's is not
     for boundary in ("fresh", "warm_restart"):
         config = parse_config(small_config(tmp_path, training={"epochs": 1, "seeds": 1, "boundary": boundary}))
         the_plan = plan(config, prices)
