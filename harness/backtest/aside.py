@@ -6,9 +6,8 @@ meanwhile, then the drawing and the statistics while the run trains, between its
 one message at a time:
 
 - ``("open", tracking_uri)``: open the run's store (``""``: the default one) before the run asks;
-
-- ``("call", seq, name, args, kwargs, deferred)``: ``harness.tracking.<name>(*args, **kwargs)``, answered
-  ``("return", seq, value)``, ``("raise", seq, exception)``, or ``("fault", seq, signal)`` where the
+- ``("call", seq, name, args, kwargs, deferred)``: ``harness.tracking.<name>(*args, **kwargs)``,
+  answered ``("return", seq, value)``, ``("raise", seq, exception)``, or ``("fault", seq, signal)`` where the
   test-only fault hook (:mod:`harness.tracking.faults`) reached a kill moment of a signal other than
   SIGKILL: the call unwound as under Ctrl-C and the run raises that signal itself, as it would if
   it made the write (at a SIGKILL moment the hook kills the run, then this process); the run did
@@ -20,6 +19,7 @@ one message at a time:
   another forked copy makes the selection and its figures, answered ``("selection", (report,
   files))`` when done (calls are served meanwhile).
 
+Where one may run at all is :func:`enabled`'s to say (``HARNESS_SIDE_PROCESS``, the cores, the load).
 It ignores Ctrl-C (the run decides) and ends when the run closes the pipe, exits or dies; a call
 in flight then completes, no later one is made.
 """
@@ -43,8 +43,42 @@ from typing import Any
 JOB_BACKTEST = "<the job's backtest>"  # in a call's arguments: the backtest of the job sent before
 
 
+ENV = "HARNESS_SIDE_PROCESS"  # "0": no side process; "1": one whatever the load
+_OFF = ("0", "false", "no", "off")
+
+
 class SideProcessError(RuntimeError):
     """The side process could not do a job (it died, or could not read the backtest)."""
+
+
+def _setting() -> str:
+    return os.environ.get(ENV, "").strip().lower()
+
+
+def switched_off() -> bool:
+    """Whether ``HARNESS_SIDE_PROCESS`` says no side process."""
+    return _setting() in _OFF
+
+
+def enabled() -> bool:
+    """Whether a side process may run: not switched off (:func:`switched_off`; ``=1`` forces
+    it), and a core to run on: at least two, not all busy already (the last minute's load average
+    below the cores; on a saturated machine a side process only takes CPU from the others)."""
+    if switched_off():
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if cores < 2:
+        return False
+    if _setting() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return True
+    return load < cores
 
 
 # --- the work, wherever it runs ------------------------------------------------------------------

@@ -30,19 +30,21 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from harness.backtest.aside import (
+from harness.backtest.aside import (  # noqa: F401 - ENV and enabled are this module's API too
+    ENV,
     JOB_BACKTEST,
     SideProcessError,
     draw_backtest,
     draw_selection,
+    enabled,
     read_frame,
     select_here,
+    switched_off,
     write_frame,
 )
 
 log = logging.getLogger("harness.backtest")
 
-ENV = "HARNESS_SIDE_PROCESS"  # "0": no side process
 _CALL_REPLIES = ("return", "raise", "fault")
 
 
@@ -75,6 +77,12 @@ class _Side:
 
     def send(self, message: Any) -> None:
         write_frame(self.process.stdin, message)
+
+    def send_call(self, name: str, args: tuple, kwargs: dict, deferred: bool) -> int:
+        """Send the call ``harness.tracking.<name>(*args, **kwargs)``; returns its number."""
+        self.calls += 1
+        self.send(("call", self.calls, name, args, kwargs, deferred))
+        return self.calls
 
     def reply(self, kinds: tuple[str, ...], seq: int | None = None) -> tuple:
         """The next message of one of ``kinds`` (of call ``seq``); a selection that comes first is
@@ -109,37 +117,8 @@ class _Side:
 _SIDE: _Side | None = None
 
 
-_OFF = ("0", "false", "no", "off")
-
-
 def _context() -> tuple[str, dict[str, str]]:
     return os.getcwd(), dict(os.environ)
-
-
-def _setting() -> str:
-    return os.environ.get(ENV, "").strip().lower()
-
-
-def enabled() -> bool:
-    """Whether a side process may run: not switched off (``HARNESS_SIDE_PROCESS=0``; ``=1`` forces
-    it), and a core to run on: at least two, not all busy already (the last minute's load average
-    below the cores; on a saturated machine a side process only takes CPU from the others)."""
-    setting = _setting()
-    if setting in _OFF:
-        return False
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    if cores < 2:
-        return False
-    if setting in ("1", "true", "yes", "on"):
-        return True
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return True
-    return load < cores
 
 
 def tracking_uri(config: Any) -> str | None:
@@ -152,7 +131,7 @@ def start(config: Any = None) -> bool:
     imports MLflow at once; given a config, it opens that config's store (``tracking.uri``, else
     the default one) before the run asks for it."""
     global _SIDE
-    if _setting() in _OFF:  # also for a process that had one (HARNESS_SIDE_PROCESS=0 set since)
+    if switched_off():  # also for a process that had one (HARNESS_SIDE_PROCESS=0 set since)
         stop()
         return False
     if _SIDE is None or not _SIDE.alive() or _SIDE.job is not None or _SIDE.context != _context():
@@ -273,8 +252,6 @@ def _finish_job() -> None:
         side.job = None
 
 
-
-
 # --- the store's calls -----------------------------------------------------------------------------
 
 
@@ -287,7 +264,7 @@ class _Tracking:
         if side is not None and side.alive():
             return functools.partial(_call, name)
         stop()  # it died: the calls are made here from now on
-        return getattr(import_module("harness.tracking"), name)
+        return _here(name)
 
     def defer(self, then: Callable[[bool], None], name: str, *args: Any, **kwargs: Any) -> None:
         """Call ``name`` as the others, but go on without its answer: the side process makes it while
@@ -299,22 +276,26 @@ class _Tracking:
         if side is None or not side.alive():
             made = False
             try:
-                getattr(self, name)(*args, **kwargs)
+                _here(name)(*args, **kwargs)
                 made = True
             finally:
                 then(made)
             return
-        side.calls += 1
         try:
-            side.send(("call", side.calls, name, args, kwargs, True))
+            seq = side.send_call(name, args, kwargs, deferred=True)
         except SideProcessError:
             stop()
             self.defer(then, name, *args, **kwargs)
             return
-        side.deferred.append(_Deferred(side.calls, then, name, args, kwargs))
+        side.deferred.append(_Deferred(seq, then, name, args, kwargs))
 
 
 tracking = _Tracking()
+
+
+def _here(name: str) -> Any:
+    """``harness.tracking.<name>`` in this process (MLflow imported now, if not yet)."""
+    return getattr(import_module("harness.tracking"), name)
 
 
 @dataclass
@@ -361,15 +342,13 @@ def _call(name: str, *args: Any, **kwargs: Any) -> Any:
     side = _SIDE
     if side is None or not side.alive():
         stop()
-        return getattr(import_module("harness.tracking"), name)(*args, **kwargs)
+        return _here(name)(*args, **kwargs)
     _settle(side)
     mine = side.job.backtest if side.job is not None and side.job.figures_read else None
     sent_args = tuple(JOB_BACKTEST if mine is not None and arg is mine else arg for arg in args)
     sent_kwargs = {key: JOB_BACKTEST if mine is not None and value is mine else value for key, value in kwargs.items()}
-    side.calls += 1
     try:
-        side.send(("call", side.calls, name, sent_args, sent_kwargs, False))
-        answer = side.reply(_CALL_REPLIES, side.calls)
+        answer = side.reply(_CALL_REPLIES, side.send_call(name, sent_args, sent_kwargs, deferred=False))
     except SideProcessError as exc:
         log.debug("the store's calls are made here from now on: %s", exc)
         stop()
