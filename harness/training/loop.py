@@ -41,7 +41,7 @@ from harness.training.fused import MLPStep, fused_step_applies
 from harness.training.models import make_model_factory
 from harness.training.axes import Axes, check_epochs, check_lrs  # budget/LR axes, losses, user models
 from harness.training.inputs import Inputs
-from harness.training.optimizers import _Rates, _Updates
+from harness.training.updates import _Rates, _Updates
 from harness.training.results import DIVERGENCE_FACTOR, TrainResult, WindowData
 from harness.training.stack import GroupStreams, Stack
 
@@ -185,7 +185,8 @@ def train_windows(
     book = _Book(stack, epochs, data, keep_best=patience is not None and data.any_validation)
     book.criterion = criterion
     feed = _Feed(data, batches.mask, batch_size)
-    fused = MLPStep(stack) if fused_step_applies(stack) and criterion is None else None  # the MLP's step by hand, else autograd
+    # the MLP's step by hand (windows in cache-sized chunks), else autograd
+    fused = MLPStep(stack, data.groups, batch_size) if fused_step_applies(stack) and criterion is None else None
 
     fork = [stack.device.index or 0] if stack.device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):
@@ -196,17 +197,13 @@ def train_windows(
             for i in range(data.width):
                 span = data.spans[i]
                 streams.live, streams.span = data.live[i], span
-                xb, yb, keep, denominator = feed.step(i)
                 if fused is not None:
-                    loss = fused.loss(xb, yb, keep, denominator, streams, span)
+                    live = fused.step(feed.step(i), streams, span, lambda loss, part: book.watch(loss, part, epoch, i))
                 else:
+                    xb, yb, keep, denominator = feed.step(i)
                     loss = _batch_loss(stack, xb, yb, keep, denominator, streams, span, criterion)
-                live = book.watch(loss.detach(), span, epoch, i)
-                everyone = bool(live[span].all())
-                if fused is not None:
-                    fused.backward(None if everyone else torch.from_numpy(live[span]).to(stack.device))
-                else:
-                    stack.backward(loss.sum() if everyone else
+                    live = book.watch(loss.detach(), span, epoch, i)
+                    stack.backward(loss.sum() if live[span].all() else
                                    torch.where(torch.from_numpy(live[span]).to(stack.device), loss, 0.0).sum())
                 if grad_clip is not None:
                     _clip_grad_norms(stack, grad_clip)
@@ -251,23 +248,23 @@ class _Book:
         self.best_flat = stack.flat.clone() if keep_best else None
 
     def watch(self, loss: torch.Tensor, span: slice, epoch: int, i: int) -> np.ndarray:
-        """Record the losses (of the members in ``span``) of step ``i`` of ``epoch``, freeze members
-        that diverge (before their update); returns who updates now: active members with a batch."""
-        values = loss.cpu().numpy()
-        if len(values) != self.stack.n_members:  # the step computed some members only: zeros elsewhere
-            values, part = np.zeros(self.stack.n_members, dtype=values.dtype), values
-            values[span] = part
+        """Record the losses of the members in ``span`` (every member with a batch at step ``i``
+        of ``epoch`` is in the span of one call), freeze those that diverge (before their update);
+        returns who updates now, ``[M]`` bool: active members of ``span`` with a batch."""
+        values = loss.detach().cpu().numpy()
         if epoch == 0 and i == 0:
-            self.threshold = self.factor * values
-        watched = self.active & self.present[:, i]
-        self.step_loss[:, epoch, i] = np.where(watched, values, np.nan)
+            self.threshold[span] = self.factor * values
+        watched = self.active[span] & self.present[span, i]
+        self.step_loss[span, epoch, i] = np.where(watched, values, np.nan)
         with np.errstate(invalid="ignore"):
-            bad = watched & (~np.isfinite(values) | (values > self.threshold))
-        if not bad.any():
-            return watched
-        self.diverged |= bad
-        self.active &= ~bad
-        return watched & ~bad
+            bad = watched & (~np.isfinite(values) | (values > self.threshold[span]))
+        if bad.any():
+            self.diverged[span] |= bad
+            self.active[span] &= ~bad
+            watched &= ~bad
+        live = np.zeros(self.stack.n_members, dtype=bool)
+        live[span] = watched
+        return live
 
     def end_epoch(self, epoch: int, updates: _Updates, patience: int | None) -> np.ndarray:
         """Validate, early-stop, and return each member's epoch metric for plateau schedules."""

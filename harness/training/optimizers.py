@@ -6,7 +6,10 @@ every member (row of the leading axis), with that member's LR:
 
 - :class:`BatchedAdamW` = ``torch.optim.AdamW`` (amsgrad off): decoupled decay
   ``p *= 1 - lr*wd``, moments ``m.lerp_(g, 1-b1)``, ``v = b2*v + (1-b2)*g*g``, bias corrections
-  per member step count, ``p += -(lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``;
+  per member step count, ``p += -(lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``. On the CPU it runs
+  torch's own fused AdamW kernel (``torch.optim.AdamW(fused=True)``'s) over each member's row,
+  one call per distinct LR: one pass over the buffers instead of ten, each row bitwise what that
+  optimizer gives the member alone;
 - :class:`BatchedSGD` = ``torch.optim.SGD`` (dampening 0, nesterov off): ``g += wd*p``,
   ``buf = momentum*buf + g`` (``buf = g`` on the first step), ``p -= lr*buf``.
 
@@ -24,23 +27,19 @@ the few whole-buffer operations.
 :class:`ScheduleFreeMembers` runs the ``schedulefree`` package's ``AdamWScheduleFree`` for the
 members that use it, as one param group over their rows.
 
-For the training loop (:mod:`harness.training.loop`): :class:`_Rates` holds every member's LR at
-every step (schedule tables times plateau multipliers), and :class:`_Updates` takes one step for
-all members (the batched optimizer and the schedule-free groups).
+For the training loop, :mod:`harness.training.updates` holds every member's LR at every step and
+takes one step for all members (the batched optimizer and the schedule-free groups).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from harness.errors import HarnessError, unknown_name
-
-if TYPE_CHECKING:
-    from harness.training.stack import Stack
+from harness.errors import unknown_name
 
 
 class BatchedOptimizer(Protocol):
@@ -125,20 +124,27 @@ class BatchedAdamW:
         self._beta1_powers, self._beta2_powers = _Powers(self.beta1), _Powers(self.beta2)
         self._denom = torch.empty_like(params)
         self._delta = torch.empty_like(params)
+        self._rows = _FusedRows(self) if _FusedRows.applies(params) else None
 
     @torch.no_grad()
     def step(self, grads: torch.Tensor, lr: Any, active: Any = None) -> None:
         """One update of the active members; ``lr`` ``[M]`` and ``active`` ``[M]`` bool (None:
         every member) as tensors or host arrays."""
-        p = self.params
         lr = _host(lr, np.float64)
         active = None if active is None else _host(active, bool)
-        if active is None or active.all():  # the usual step: no one to freeze, every count moves (>= 1 after it)
+        if active is not None and active.all():
             active = None
-            counted = steps = self.steps + 1
+        steps = self.steps + 1 if active is None else np.where(active, self.steps + 1, self.steps)
+        if self._rows is not None:
+            self._rows.step(grads, lr, active, steps)
         else:
-            steps = np.where(active, self.steps + 1, self.steps)
-            counted = np.maximum(steps, 1)  # inactive members that never stepped: any finite value
+            self._step_by_ops(grads, lr, active, steps)
+        self.steps = steps
+
+    def _step_by_ops(self, grads: torch.Tensor, lr: np.ndarray, active: np.ndarray | None, steps: np.ndarray) -> None:
+        """The update as whole-buffer tensor ops (any device): torch's single-tensor AdamW, op for op."""
+        p = self.params
+        counted = np.maximum(steps, 1)  # inactive members that never stepped: any finite value
         # torch's scalars, per member: step_size = lr / (1 - beta1**t), sqrt(1 - beta2**t), 1 - lr*wd
         neg_step_size = _column(-(lr / (1 - self._beta1_powers(counted))), p)
         bc2_sqrt = _column(np.sqrt(1 - self._beta2_powers(counted)), p)
@@ -152,7 +158,58 @@ class BatchedAdamW:
         p.add_(torch.mul(self.exp_avg, neg_step_size, out=self._delta).div_(denom))
         if frozen is not None:
             frozen.restore()
-        self.steps = steps
+
+
+class _FusedRows:
+    """:class:`BatchedAdamW`'s update by torch's fused AdamW kernel (``torch._fused_adamw_``, what
+    ``torch.optim.AdamW(fused=True)`` calls), over each member's row as a tensor of its own.
+
+    The kernel takes one LR per call and a list of tensors, each with its own step count: the
+    active members are grouped by LR (one call per distinct value, a few per step: members of one
+    schedule share it), each row a view of the stacked buffers. Every element's update reads only
+    its own values and its member's LR and count, so a row is bitwise what the fused optimizer
+    gives that member alone, whatever the grouping; an inactive member is simply left out.
+    """
+
+    @staticmethod
+    def applies(params: torch.Tensor) -> bool:
+        return (params.device.type == "cpu" and params.dim() == 2 and params.is_contiguous()
+                and params.dtype in (torch.float32, torch.float64) and hasattr(torch, "_fused_adamw_"))
+
+    def __init__(self, optimizer: BatchedAdamW) -> None:
+        self.optimizer = optimizer
+        self.rows = [list(t.unbind(0)) for t in (optimizer.params, optimizer.exp_avg, optimizer.exp_avg_sq)]
+        self.counts = torch.zeros(optimizer.params.shape[0], dtype=torch.float32)  # the kernel reads them
+        self.count_rows = list(self.counts.unbind(0))
+        self.grads: tuple[torch.Tensor | None, list[torch.Tensor]] = (None, [])
+        self.everyone = np.arange(optimizer.params.shape[0])
+
+    def _grad_rows(self, grads: torch.Tensor) -> list[torch.Tensor]:
+        if grads is not self.grads[0]:  # the training loop passes one gradient buffer every step
+            self.grads = (grads, list(grads.unbind(0)))
+        return self.grads[1]
+
+    def step(self, grads: torch.Tensor, lr: np.ndarray, active: np.ndarray | None, steps: np.ndarray) -> None:
+        opt = self.optimizer
+        self.counts.copy_(torch.from_numpy(steps.astype(np.float32)))
+        members = self.everyone if active is None else np.flatnonzero(active)
+        values, group = np.unique(lr[members], return_inverse=True)
+        params, exp_avg, exp_avg_sq = self.rows
+        grad_rows, count_rows = self._grad_rows(grads), self.count_rows
+        threads = torch.get_num_threads()
+        if threads > 1:  # the kernel splits every row over the threads: a fork and join per member
+            torch.set_num_threads(1)
+        try:
+            for k, value in enumerate(values.tolist()):
+                chosen = members[group == k].tolist() if len(values) > 1 else members.tolist()
+                torch._fused_adamw_(
+                    [params[m] for m in chosen], [grad_rows[m] for m in chosen], [exp_avg[m] for m in chosen],
+                    [exp_avg_sq[m] for m in chosen], [], [count_rows[m] for m in chosen], lr=value,
+                    beta1=opt.beta1, beta2=opt.beta2, weight_decay=opt.weight_decay, eps=opt.eps, amsgrad=False,
+                    maximize=False)
+        finally:
+            if threads > 1:
+                torch.set_num_threads(threads)
 
 
 class BatchedSGD:
@@ -261,105 +318,3 @@ class ScheduleFreeMembers:
         """Put the gradient-evaluation weights ``y`` back into the buffer."""
         self.optimizer.train()
         self.flat.index_copy_(0, self.index, self.param)
-
-
-class _Rates:
-    """Per-member LR at every step, ``[M, epochs, width]``: schedule tables × plateau multipliers
-    (host-side, float64); window ``w``'s members use the first ``steps[w]`` columns of each epoch."""
-
-    def __init__(self, specs: list[Any], base_lr: float, epochs: int, steps: np.ndarray, width: int,
-                 lr_tables: Sequence[np.ndarray | None]) -> None:
-        per_window = len(specs)
-        self.table = np.zeros((len(steps) * per_window, epochs, width))
-        nominal: dict[tuple[int, int], np.ndarray] = {}
-        for w, (window_steps, override) in enumerate(zip(steps, lr_tables)):
-            total = epochs * int(window_steps)
-            rows = None if override is None else _lr_override(override, (per_window, total))
-            for k, spec in enumerate(specs):
-                if rows is not None:  # schedule-free members take theirs as they step (_Updates)
-                    curve = rows[k]
-                else:
-                    curve = nominal.setdefault((k, total), np.asarray(spec.nominal_table(total, base_lr), np.float64))
-                self.table[w * per_window + k, :, :window_steps] = curve.reshape(epochs, int(window_steps))
-        member_specs = list(specs) * len(steps)
-        self.multiplier = np.ones(len(member_specs))
-        self.plateaus = []
-        for label in dict.fromkeys(spec.label for spec in specs if spec.kind == "plateau"):
-            members = np.array([m for m, spec in enumerate(member_specs) if spec.label == label])
-            spec = next(spec for spec in specs if spec.label == label)
-            self.plateaus.append((members, spec.plateau_state(len(members))))
-
-    def block(self, epoch: int) -> np.ndarray:
-        """``[M, width]`` LRs of one epoch."""
-        return self.table[:, epoch] * self.multiplier[:, None]
-
-    def end_epoch(self, monitor: np.ndarray) -> None:
-        """Plateau members react to their own epoch metric (validation loss, else training loss)."""
-        for members, state in self.plateaus:
-            self.multiplier[members] = state.step(monitor[members])
-
-
-def _lr_override(lr_tables: Any, shape: tuple[int, int]) -> np.ndarray:
-    table = np.asarray(lr_tables, dtype=np.float64)
-    if table.shape != shape:
-        raise HarnessError(f"lr_tables: shape {table.shape} does not match [members, steps] = {list(shape)}")
-    if not np.all(np.isfinite(table)) or np.any(table < 0):
-        raise HarnessError("lr_tables: learning rates must be finite and >= 0")
-    return table
-
-
-class _Updates:
-    """One optimizer step for all members: the batched optimizer, and one schedule-free
-    optimizer per (schedule-free spec, steps per epoch, has validation): its members step
-    together, share one LR sequence and switch to eval mode together, as each would alone."""
-
-    def __init__(self, stack: Stack, optimizer: str, specs: list[Any], epochs: int, steps: np.ndarray,
-                 validated: Sequence[bool], *, lr: float, weight_decay: float, momentum: float,
-                 tabled: Sequence[bool] | None = None) -> None:
-        member_specs = list(specs) * len(steps)
-        self.grads = stack.flat_grad
-        self.optimizer = make_optimizer(optimizer, stack.flat, weight_decay=weight_decay, momentum=momentum)
-        self.batched = np.array([spec.kind != "schedule_free" for spec in member_specs])
-        self.schedule_free: list[tuple[int, bool, ScheduleFreeMembers]] = []
-        # A window given its own LR table (``tabled``) gets groups of its own that follow it.
-        tabled = [False] * len(steps) if tabled is None else list(tabled)
-        windows = [(n, has_val, w if own else -1) for w, (n, has_val, own) in enumerate(zip(steps.tolist(), validated,
-                                                                                             tabled))]
-        for k, spec in enumerate(specs):
-            if spec.kind != "schedule_free":
-                continue
-            for key in dict.fromkeys(windows):
-                window_steps, has_val, own = key
-                members = [w * len(specs) + k for w, other in enumerate(windows) if other == key]
-                group = ScheduleFreeMembers(stack.flat, members, lr=lr, weight_decay=weight_decay,
-                                            warmup_steps=spec.warmup_steps(epochs * window_steps))
-                group.follows_table = own >= 0
-                self.schedule_free.append((window_steps, has_val, group))
-
-    def step(self, lr: np.ndarray, live: np.ndarray, i: int) -> np.ndarray:
-        """Update the live members (``live`` ``[M]`` bool) at step ``i`` of the epoch with ``lr``
-        ``[M]`` (host arrays); returns the LR each used (NaN if it sat out)."""
-        if not self.schedule_free:
-            self.optimizer.step(self.grads, lr, live)
-            return np.where(live, lr, np.nan)
-        self.optimizer.step(self.grads, lr, live & self.batched)
-        lr = np.array(lr, dtype=np.float64)
-        live_tensor = torch.from_numpy(live).to(self.grads.device)
-        for steps, _, members in self.schedule_free:
-            if i < steps:
-                rows = members.index.cpu().numpy()
-                lr[rows] = members.step(self.grads, live_tensor, lr[rows[0]] if members.follows_table else None)
-        return np.where(live, lr, np.nan)
-
-    def eval(self, validating: bool = False) -> None:
-        """Schedule-free members to their averaged weights (only those that validate, when
-        ``validating``: the round trip to eval mode and back is not bitwise exact)."""
-        for _, has_val, members in self.schedule_free:
-            if has_val or not validating:
-                members.eval()
-
-    def train(self) -> None:
-        """Back to training mode after validating."""
-        for _, has_val, members in self.schedule_free:
-            if has_val:
-                members.train()

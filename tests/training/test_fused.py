@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+import harness.training.fused as fused_module
 import harness.training.loop as loop
 from harness.training import MLP, GroupStreams, Stack, WindowData, make_model_factory, train, train_windows
-from harness.training.fused import MLPStep, fused_step_applies
+from harness.training.fused import MLPStep, _chunk_bounds, _parts, fused_step_applies
 
 
 @pytest.fixture(autouse=True)
@@ -90,11 +91,15 @@ SETTINGS = {
 }
 
 
+@pytest.mark.parametrize("chunks", ["one chunk", "a chunk per window"])
 @pytest.mark.parametrize("name", list(SETTINGS))
-def test_a_training_with_the_fused_step_equals_the_eager_step(name, monkeypatch):
-    """Whole trainings, the eager (autograd) step against the fused one: every number the same."""
+def test_a_training_with_the_fused_step_equals_the_eager_step(name, chunks, monkeypatch):
+    """Whole trainings, the eager (autograd) step against the fused one: every number the same,
+    also when the fused step takes each window's members as a chunk of their own."""
     windows = [WindowData(*_data(n, seed=n), *_data(24, seed=n + 1)) for n in (40, 70, 100)]  # expanding
     settings = dict(seeds=2, epochs=4, batch_size=16, **SETTINGS[name])
+    if chunks != "one chunk":
+        monkeypatch.setattr(fused_module, "CHUNK_BYTES", 1)
     fused = train_windows(windows, **settings)
     monkeypatch.setattr(loop, "fused_step_applies", lambda stack: False)
     eager = train_windows(windows, **settings)
@@ -116,3 +121,17 @@ def test_several_outputs_train_the_same_by_hand():
         eager = train(X, y, **settings)
     for key in fused.state:
         assert torch.equal(fused.state[key], eager.state[key])
+
+
+def test_chunks_hold_whole_windows_within_the_cache_budget_and_cut_a_span_at_their_bounds(monkeypatch):
+    factory = make_model_factory({"hidden": [64, 64]}, 3)
+    stack = Stack(factory, list(range(6)) * 40)  # 40 windows of 6 members
+    groups = [slice(6 * w, 6 * w + 6) for w in range(40)]
+    bounds = _chunk_bounds(stack, groups, 64 * 64)  # 16 KiB a member: 64 members in 1 MiB -> 10 windows
+    assert bounds == [0, 60, 120, 180, 240]
+    assert _chunk_bounds(stack, groups[:1] + [slice(6, 240)], 64 * 64) == [0, 6, 240]  # a group is never cut
+    assert _chunk_bounds(stack, [slice(0, 240)], 64 * 64) == [0, 240]  # one window: one chunk
+    assert _parts(slice(30, 200), bounds) == [slice(30, 60), slice(60, 120), slice(120, 180), slice(180, 200)]
+    assert _parts(slice(0, 240), [0, 240]) == [slice(0, 240)]
+    monkeypatch.setattr(fused_module, "CHUNK_BYTES", 1)
+    assert _chunk_bounds(stack, groups[:3], 64 * 64) == [0, 6, 12, 240]

@@ -63,6 +63,28 @@ def test_batched_adamw_equals_torch_adamw_for_every_member(weight_decay, betas, 
     assert not torch.equal(ours, params)
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_adamw_on_the_cpu_is_bitwise_torchs_fused_adamw_for_every_member(weight_decay, dtype):
+    params, grads, lrs, active = sequences(seed=4)
+    params, grads = params.to(dtype), grads.to(dtype)
+    ours = BatchedAdamW(params.clone(), weight_decay=weight_decay)
+    assert ours._rows is not None  # the fused path runs on the CPU
+    run(ours, params, grads, lrs, active)
+    fused = lambda rows, **settings: torch.optim.AdamW(rows, fused=True, **settings)  # noqa: E731
+    expected = reference(fused, params, grads, lrs, active, weight_decay=weight_decay)
+    assert torch.equal(ours.params, expected)
+
+
+def test_batched_adamw_by_whole_buffer_ops_equals_torch_adamw_too():
+    """The path other devices take (no fused kernel per row), checked here on the CPU."""
+    params, grads, lrs, active = sequences(seed=5)
+    ours = BatchedAdamW(params.clone(), weight_decay=0.1)
+    ours._rows = None
+    expected = reference(torch.optim.AdamW, params, grads, lrs, active, weight_decay=0.1)
+    torch.testing.assert_close(run(ours, params, grads, lrs, active), expected, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize(("momentum", "weight_decay"), list(itertools.product([0.0, 0.9], [0.0, 0.01])))
 def test_batched_sgd_equals_torch_sgd_for_every_member(momentum, weight_decay):
     params, grads, lrs, active = sequences(seed=2)
