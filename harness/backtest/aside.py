@@ -2,8 +2,10 @@
 its figures and its selection, beside the process that trains (:mod:`harness.backtest.sidecar`).
 
 Started before the run reads its configs and imports torch, it imports MLflow and opens the store
-meanwhile, then the drawing and the statistics while the run trains, between its calls. It serves,
-one message at a time:
+meanwhile. Once MLflow is imported it forks the drawer (:class:`~harness.backtest.jobs.Drawer`),
+which imports the drawing and the statistics at once and does the jobs; without one, this process
+imports them while the run trains, between its calls, and does the jobs itself. It serves, one
+message at a time:
 
 - ``("open", tracking_uri)``: open the run's store (``""``: the default one) before the run asks;
 - ``("call", seq, name, args, kwargs, deferred)``: ``harness.tracking.<name>(*args, **kwargs)``,
@@ -13,11 +15,13 @@ one message at a time:
   it made the write (at a SIGKILL moment the hook kills the run, then this process); the run did
   not wait for a ``deferred`` call, so those sent after one that met a kill moment are answered
   ``("skipped", seq, None)``, not made;
-- ``("warm",)``: the run starts training: import what the jobs need, between calls;
+- ``("warm",)``: the run starts training: import what the jobs need (the backtest's classes only,
+  when the drawer does the rest), between calls;
 - ``("job", backtest, figures_folder, selection_folder)``: the backtest's figures (every other
   PNG written by a forked copy), answered ``("figures", files)`` (or ``("error", why)``), while
   another forked copy makes the selection and its figures, answered ``("selection", (report,
-  files))`` when done (calls are served meanwhile).
+  files))`` when done (calls are served meanwhile); by the drawer, else here (it died: the job
+  is made here, and so are the later ones).
 
 Where one may run at all is :func:`enabled`'s to say (``HARNESS_SIDE_PROCESS``, the cores, the load).
 It ignores Ctrl-C (the run decides) and ends when the run closes the pipe, exits or dies; a call
@@ -26,29 +30,34 @@ in flight then completes, no later one is made.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import pickle
 import select
 import signal
-import struct
 import sys
 import threading
-from collections.abc import Callable
-from importlib import import_module
-from pathlib import Path
 from typing import Any
+
+from harness.backtest.jobs import (  # noqa: F401 - the work and the frames are this module's API too
+    WARM_UP,
+    Drawer,
+    Replies,
+    SideProcessError,
+    draw_backtest,
+    draw_selection,
+    import_quietly,
+    read_frame,
+    select_here,
+    start_job,
+    write_frame,
+)
 
 JOB_BACKTEST = "<the job's backtest>"  # in a call's arguments: the backtest of the job sent before
 
 
 ENV = "HARNESS_SIDE_PROCESS"  # "0": no side process; "1": one whatever the load
 _OFF = ("0", "false", "no", "off")
-
-
-class SideProcessError(RuntimeError):
-    """The side process could not do a job (it died, or could not read the backtest)."""
 
 
 def _setting() -> str:
@@ -81,95 +90,18 @@ def enabled() -> bool:
     return load < cores
 
 
-# --- the work, wherever it runs ------------------------------------------------------------------
-
-
-def draw_backtest(backtest: Any, folder: str | Path) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
-    """A backtest's figures for its runs, as :func:`harness.tracking.finish_backtest` takes them:
-    :func:`harness.figures.backtest_figures` and the validation-loss curves
-    (:func:`harness.figures.curves.curve_figures`) beside them."""
-    from harness.figures import backtest_figures
-    from harness.figures.curves import curve_figures
-
-    parent_files, schedule_files = backtest_figures(backtest, folder)  # equity.png too, with a trading view
-    parent, per_candidate = curve_figures(backtest, folder)  # training_curve(s).png
-    parent_files.update(parent)
-    for label, files in per_candidate.items():
-        schedule_files.setdefault(label, {}).update(files)
-    return parent_files, schedule_files
-
-
-def select_here(backtest: Any) -> Any:
-    """The selection of ``backtest`` (:func:`harness.evaluation.selection.select`)."""
-    from harness.evaluation.selection import select
-
-    return select(backtest)
-
-
-def draw_selection(report: Any, folder: str | Path) -> dict[str, Path]:
-    """The selection's report and figures (:func:`harness.figures.selection_figures`)."""
-    from harness.figures import selection_figures
-
-    return selection_figures(report, folder)
-
-
-# --- the frames on the pipes ---------------------------------------------------------------------
-
-
-def write_frame(stream: Any, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    try:
-        stream.write(struct.pack("<Q", len(data)) + data)
-        stream.flush()
-    except (BrokenPipeError, OSError, ValueError) as exc:
-        raise SideProcessError(f"cannot reach the side process ({exc})") from None
-
-
-def read_frame(stream: Any) -> Any | None:
-    """The next message, or None at the end of the stream."""
-    try:
-        head = _read_exactly(stream, 8)
-        if head is None:
-            return None
-        body = _read_exactly(stream, struct.unpack("<Q", head)[0])
-    except (OSError, ValueError):
-        return None
-    return None if body is None else pickle.loads(body)
-
-
-def _read_exactly(stream: Any, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = stream.read(left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
 # --- the side process itself ---------------------------------------------------------------------
-
-
-class _Replies:
-    """The reply pipe, shared by the serving thread and the one that waits for a selection."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream, self.lock = stream, threading.Lock()
-
-    def send(self, message: Any) -> None:
-        with self.lock:
-            write_frame(self.stream, message)
 
 
 def _serve() -> int:
     """Serve until the pipe closes; a run gone without closing it (``kill -9``) ends this quietly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the run: it ends this by closing the pipe
     logging.basicConfig(level=logging.WARNING, format="harness: %(levelname)s: %(message)s")  # as the CLI's
-    replies = _Replies(os.fdopen(os.dup(sys.stdout.fileno()), "wb"))
+    replies = Replies(os.fdopen(os.dup(sys.stdout.fileno()), "wb"))
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to stderr, not into the frames
     requests = sys.stdin.buffer.raw  # unbuffered: a message waiting is one select() sees
     _import_tracking()
+    drawer = _start_drawer([requests.fileno(), replies.stream.fileno()])
     warm_up: list[str] = []
     waiting: threading.Thread | None = None
     job_backtest: Any = None
@@ -177,7 +109,7 @@ def _serve() -> int:
     try:
         while True:
             while warm_up and not select.select([requests], [], [], 0)[0]:
-                _import(warm_up.pop(0))  # while the run trains; a call that comes waits for one import at most
+                import_quietly(warm_up.pop(0))  # while the run trains; a call waits for one import at most
             message = read_frame(requests)
             if message is None:
                 return 0
@@ -193,16 +125,19 @@ def _serve() -> int:
             if message[0] == "open":
                 _open_store(message[1])
                 continue
-            if message[0] == "warm":  # the run starts training
-                warm_up = [name for name in WARM_UP if name not in sys.modules]
+            if message[0] == "warm":  # the run starts training; a drawer imports the rest itself
+                warm_up = [name for name in (WARM_UP[:1] if drawer else WARM_UP) if name not in sys.modules]
                 continue
             while warm_up:
-                _import(warm_up.pop(0))
+                import_quietly(warm_up.pop(0))
             if waiting is not None:
                 waiting.join()
-            job_backtest, waiting = _job(message, replies)
+            job_backtest, waiting, drawer = _job(message, replies, drawer)
     except SideProcessError:  # a broken pipe: nobody left to reply to
         return 0
+    finally:
+        if drawer is not None:
+            drawer.stop()
 
 
 def _call(message: tuple, job_backtest: Any) -> tuple:
@@ -233,22 +168,30 @@ def _portable(exc: Exception) -> Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _job(message: tuple, replies: _Replies) -> tuple[Any, threading.Thread | None]:
-    """Draw a backtest's figures, half of them in a forked copy, while another makes its selection;
-    returns the backtest and the thread that sends the selection when it is made."""
-    _, data, figures_folder, selection_folder = message
-    try:
-        backtest = pickle.loads(data)
-    except Exception as exc:  # noqa: BLE001 - e.g. a strategy class this interpreter cannot import
-        replies.send(("error", f"cannot read the backtest: {type(exc).__name__}: {exc}"))
-        return None, None
-    selection = _forked(functools.partial(_selection, backtest, selection_folder))
-    try:
-        replies.send(("figures", _figures(backtest, figures_folder)))
-    except SideProcessError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - drawn again in the run's process, which raises it there
-        replies.send(("error", f"drawing failed: {type(exc).__name__}: {exc}"))
+def _start_drawer(inherited: list[int]) -> Drawer | None:
+    """The drawer (:class:`~harness.backtest.jobs.Drawer`), forked now that MLflow is imported, with
+    this process's pipes to the run closed in it; None without fork."""
+    if not hasattr(os, "fork"):
+        return None
+    return Drawer(close=inherited)
+
+
+def _job(message: tuple, replies: Replies, drawer: Drawer | None) -> tuple[Any, threading.Thread, Drawer | None]:
+    """A backtest's figures and selection, by the drawer (else here, and the drawer is dropped):
+    the figures' reply is sent, the selection's by a thread when it is made. Returns the backtest
+    (this process's copy, for the calls that name it), that thread and the drawer."""
+    if drawer is not None and drawer.send(message):
+        backtest = _read(message[1])  # while the drawer draws
+        figures = drawer.figures()
+        if figures is not None:
+            selection = drawer.selection
+        else:  # it died: made here
+            drawer = None
+            backtest, figures, selection = start_job(message)
+    else:
+        drawer = None
+        backtest, figures, selection = start_job(message)
+    replies.send(figures)
 
     def send_selection() -> None:
         try:
@@ -258,69 +201,14 @@ def _job(message: tuple, replies: _Replies) -> tuple[Any, threading.Thread | Non
 
     waiting = threading.Thread(target=send_selection, name="harness-selection", daemon=True)
     waiting.start()
-    return backtest, waiting
+    return backtest, waiting, drawer
 
 
-def _figures(backtest: Any, folder: str) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
-    """:func:`draw_backtest`, every other PNG written by a forked copy (:func:`shared_pngs`); all
-    drawn here when the copy fails."""
-    from harness.figures.common import shared_pngs
-
-    def other_half() -> Any:
-        with shared_pngs(1, 2):
-            return draw_backtest(backtest, folder)
-
-    theirs = _forked(other_half)
-    with shared_pngs(0, 2):
-        files = draw_backtest(backtest, folder)
-    if theirs() != files:  # the copy failed: its PNGs are drawn here
-        files = draw_backtest(backtest, folder)
-    return files
-
-
-def _selection(backtest: Any, folder: str) -> tuple[Any, Any]:
-    """The selection of ``backtest`` and its figures in ``folder``, or (None, its HarnessError)."""
-    from harness.errors import HarnessError
-
+def _read(data: bytes) -> Any:
     try:
-        report = select_here(backtest)
-    except HarnessError as exc:
-        return None, exc
-    return report, draw_selection(report, folder)
-
-
-def _forked(make: Callable[[], Any]) -> Callable[[], Any]:
-    """Start ``make()`` in a forked copy of this process; returns the call that waits for its result
-    (``(None, SideProcessError)`` when the copy failed or died). Without fork, ``make`` itself."""
-    if not hasattr(os, "fork"):
-        return make
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the copy: make it, send it, leave without running any exit handler
-        os.close(read_end)
-        code = 0
-        try:
-            with os.fdopen(write_end, "wb") as out:
-                try:
-                    result = make()
-                except Exception as exc:  # noqa: BLE001
-                    result = (None, SideProcessError(f"the side process's copy failed: {type(exc).__name__}: {exc}"))
-                out.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        except BaseException:  # noqa: BLE001
-            code = 1
-        os._exit(code)
-    os.close(write_end)
-
-    def wait() -> Any:
-        with os.fdopen(read_end, "rb") as stream:
-            data = stream.read()
-        os.waitpid(pid, 0)
-        try:
-            return pickle.loads(data)
-        except Exception:  # noqa: BLE001 - the copy died
-            return None, SideProcessError("the side process's copy ended without a result")
-
-    return wait
+        return pickle.loads(data)
+    except Exception:  # noqa: BLE001 - the drawer says why in its reply
+        return None
 
 
 def _import_tracking() -> None:
@@ -343,19 +231,6 @@ def _open_store(tracking_uri: str) -> None:
         if location.database is not None:  # a local SQLite file; a server is checked by the run first
             store.open_client(location)
     except (HarnessError, OSError):
-        pass
-
-
-# What a job needs, imported while the run trains, between its calls: the backtest's classes, matplotlib,
-# the figures, the statistics, arch's bootstrap (the confidence set's).
-WARM_UP = ("harness.backtest.result", "matplotlib.figure", "matplotlib.backends.backend_agg", "harness.figures",
-           "harness.figures.curves", "harness.evaluation.selection", "arch.bootstrap")
-
-
-def _import(name: str) -> None:
-    try:
-        import_module(name)
-    except ImportError:  # arch is optional; anything else fails again, and says why, where it is used
         pass
 
 

@@ -4,9 +4,12 @@ PNGs, the same statistics), and imports made by what needs them. No time is asse
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,8 +74,34 @@ def _files(mapping: dict) -> dict[str, bytes]:
     return {name: Path(path).read_bytes() for name, path in mapping.items()}
 
 
+def _drawer_of(side_pid: int) -> int:
+    """The drawer: the side process's one child (Linux's /proc), there once the side process has started it."""
+    children = Path(f"/proc/{side_pid}/task/{side_pid}/children")
+    for _ in range(200):
+        pids = children.read_text().split()
+        if pids:
+            assert len(pids) == 1, pids
+            return int(pids[0])
+        time.sleep(0.05)
+    raise AssertionError("the side process has no drawer")
+
+
+def _gone(pid: int) -> bool:
+    for _ in range(100):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0]
+        except FileNotFoundError:
+            return True
+        if state in "ZX":  # ended, not yet reaped
+            return True
+        time.sleep(0.05)
+    return False
+
+
 @pytest.mark.slow
-def test_the_side_process_draws_the_same_pngs_and_makes_the_same_selection(backtest, tmp_path, monkeypatch):
+@pytest.mark.parametrize("drawer", ["draws", "died before the job"])
+def test_the_side_process_draws_the_same_pngs_and_makes_the_same_selection(backtest, tmp_path, monkeypatch, drawer):
+    """By its drawer, or by itself when the drawer is gone: the same files, the same selection."""
     here = tmp_path / "here"
     parent_here, schedules_here = sidecar.draw_backtest(backtest, here)
     report_here = sidecar.select_here(backtest)
@@ -82,6 +111,8 @@ def test_the_side_process_draws_the_same_pngs_and_makes_the_same_selection(backt
     assert sidecar.start()
     try:
         side = sidecar._SIDE
+        if drawer != "draws":
+            os.kill(_drawer_of(side.process.pid), signal.SIGKILL)
         parent, schedules = sidecar.figures(backtest, tmp_path / "aside")
         assert sidecar._SIDE is side and side.job is not None  # drawn there, not here
         report = sidecar.select(backtest)
@@ -94,6 +125,22 @@ def test_the_side_process_draws_the_same_pngs_and_makes_the_same_selection(backt
     assert report.table.equals(report_here.table) and report.tags() == report_here.tags()
     assert report.backtest is backtest  # the report reads this process's backtest, as one made here does
     assert _files(files) == _files(selection_here) and all(Path(p).parent.is_relative_to(tmp_path) for p in files.values())
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the drawer in Linux's /proc")
+def test_the_drawer_ends_with_its_side_process_whether_it_exits_or_is_killed(monkeypatch):
+    monkeypatch.setenv(sidecar.ENV, "1")
+    for ending in ("exits", "killed"):
+        assert sidecar.start()
+        side = sidecar._SIDE
+        drawer = _drawer_of(side.process.pid)
+        if ending == "exits":
+            sidecar.stop()
+        else:
+            side.process.kill()
+            side.process.wait()
+            sidecar.stop()
+        assert _gone(drawer), ending
 
 
 def test_without_a_side_process_the_figures_and_selection_are_made_here(backtest, tmp_path, monkeypatch):
