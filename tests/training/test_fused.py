@@ -133,5 +133,10 @@ def test_chunks_hold_whole_windows_within_the_cache_budget_and_cut_a_span_at_the
     assert _chunk_bounds(stack, [slice(0, 240)], 64 * 64) == [0, 240]  # one window: one chunk
     assert _parts(slice(30, 200), bounds) == [slice(30, 60), slice(60, 120), slice(120, 180), slice(180, 200)]
     assert _parts(slice(0, 240), [0, 240]) == [slice(0, 240)]
+    torch.set_num_threads(2)  # a cache each: twice the members a chunk
+    try:
+        assert _chunk_bounds(stack, groups, 64 * 64) == [0, 126, 240]
+    finally:
+        torch.set_num_threads(1)
     monkeypatch.setattr(fused_module, "CHUNK_BYTES", 1)
     assert _chunk_bounds(stack, groups[:3], 64 * 64) == [0, 6, 12, 240]
