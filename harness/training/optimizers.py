@@ -33,6 +33,7 @@ takes one step for all members (the batched optimizer and the schedule-free grou
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -196,20 +197,24 @@ class _FusedRows:
         values, group = np.unique(lr[members], return_inverse=True)
         params, exp_avg, exp_avg_sq = self.rows
         grad_rows, count_rows = self._grad_rows(grads), self.count_rows
-        threads = torch.get_num_threads()
-        if threads > 1:  # the kernel splits every row over the threads: a fork and join per member
-            torch.set_num_threads(1)
-        try:
-            for k, value in enumerate(values.tolist()):
-                chosen = members[group == k].tolist() if len(values) > 1 else members.tolist()
-                torch._fused_adamw_(
-                    [params[m] for m in chosen], [grad_rows[m] for m in chosen], [exp_avg[m] for m in chosen],
-                    [exp_avg_sq[m] for m in chosen], [], [count_rows[m] for m in chosen], lr=value,
-                    beta1=opt.beta1, beta2=opt.beta2, weight_decay=opt.weight_decay, eps=opt.eps, amsgrad=False,
-                    maximize=False)
-        finally:
+        with _ONE_THREAD:  # the kernel splits every row over the threads: a fork and join per member
+            threads = torch.get_num_threads()
             if threads > 1:
-                torch.set_num_threads(threads)
+                torch.set_num_threads(1)
+            try:
+                for k, value in enumerate(values.tolist()):
+                    chosen = members[group == k].tolist() if len(values) > 1 else members.tolist()
+                    torch._fused_adamw_(
+                        [params[m] for m in chosen], [grad_rows[m] for m in chosen], [exp_avg[m] for m in chosen],
+                        [exp_avg_sq[m] for m in chosen], [], [count_rows[m] for m in chosen], lr=value,
+                        beta1=opt.beta1, beta2=opt.beta2, weight_decay=opt.weight_decay, eps=opt.eps,
+                        amsgrad=False, maximize=False)
+            finally:
+                if threads > 1:
+                    torch.set_num_threads(threads)
+
+
+_ONE_THREAD = threading.Lock()  # trainings in several Python threads restore the thread count they found
 
 
 class BatchedSGD:

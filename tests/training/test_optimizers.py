@@ -168,3 +168,17 @@ def test_lrs_and_who_is_active_may_come_as_host_arrays(name):
     for t in range(T):
         all_active.step(grads[t], lrs[t], torch.ones(M, dtype=torch.bool))
     assert torch.equal(everyone.params, all_active.params)
+
+
+def test_the_fused_path_runs_at_one_thread_and_gives_back_the_thread_count_it_found():
+    params, grads, lrs, active = sequences(seed=6)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            results.append(run(BatchedAdamW(params.clone(), weight_decay=0.1), params, grads, lrs, active))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0], results[1])  # the same at any caller's thread count
