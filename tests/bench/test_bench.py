@@ -45,7 +45,8 @@ def test_bench_members_measures_both_sides_of_the_same_work():
     assert figures["schedules"] == list(BENCH_SCHEDULES[:6]) and figures["seeds"] == 1
     assert figures["max_rel_diff"] < 1e-5  # the plain loop trained the same members
     assert list(figures["rel_diff_by_schedule"]) == list(BENCH_SCHEDULES[:6])
-    assert max(figures["rel_diff_by_schedule"].values()) == figures["max_rel_diff"]
+    # per schedule relative to its own largest weight, overall to the largest of all: never below it
+    assert max(figures["rel_diff_by_schedule"].values()) >= figures["max_rel_diff"] * (1 - 1e-12)
     assert "wide" not in figures
     figures["scaling"] = bench_scaling(n_members=2, rows=20, features=3, hidden=(4,), epochs=1,
                                        batch_size=16, repeats=1, factors=(1, 2))
