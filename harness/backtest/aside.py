@@ -39,18 +39,14 @@ import sys
 import threading
 from typing import Any
 
-from harness.backtest.jobs import (  # noqa: F401 - the work and the frames are this module's API too
+from harness.backtest.jobs import (
     WARM_UP,
     Drawer,
     Replies,
     SideProcessError,
-    draw_backtest,
-    draw_selection,
     import_quietly,
     read_frame,
-    select_here,
     start_job,
-    write_frame,
 )
 
 JOB_BACKTEST = "<the job's backtest>"  # in a call's arguments: the backtest of the job sent before
@@ -180,15 +176,11 @@ def _job(message: tuple, replies: Replies, drawer: Drawer | None) -> tuple[Any, 
     """A backtest's figures and selection, by the drawer (else here, and the drawer is dropped):
     the figures' reply is sent, the selection's by a thread when it is made. Returns the backtest
     (this process's copy, for the calls that name it), that thread and the drawer."""
+    figures = None
     if drawer is not None and drawer.send(message):
         backtest = _read(message[1])  # while the drawer draws
-        figures = drawer.figures()
-        if figures is not None:
-            selection = drawer.selection
-        else:  # it died: made here
-            drawer = None
-            backtest, figures, selection = start_job(message)
-    else:
+        figures, selection = drawer.figures(), drawer.selection
+    if figures is None:  # no drawer, or it died: made here
         drawer = None
         backtest, figures, selection = start_job(message)
     replies.send(figures)

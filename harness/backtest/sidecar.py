@@ -30,16 +30,13 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from harness.backtest.aside import (  # noqa: F401 - ENV and enabled are this module's API too
-    ENV,
-    JOB_BACKTEST,
+from harness.backtest.aside import ENV, JOB_BACKTEST, enabled, switched_off  # noqa: F401 - ENV: this module's too
+from harness.backtest.jobs import (
     SideProcessError,
     draw_backtest,
     draw_selection,
-    enabled,
     read_frame,
     select_here,
-    switched_off,
     write_frame,
 )
 

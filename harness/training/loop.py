@@ -27,6 +27,7 @@ that step's update and flagged ``diverged``; the others carry on unaffected.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,9 +42,9 @@ from harness.training.fused import MLPStep, fused_step_applies
 from harness.training.models import make_model_factory
 from harness.training.axes import Axes, check_epochs, check_lrs  # budget/LR axes, losses, user models
 from harness.training.inputs import Inputs
-from harness.training.updates import _Rates, _Updates
 from harness.training.results import DIVERGENCE_FACTOR, TrainResult, WindowData
 from harness.training.stack import GroupStreams, Stack
+from harness.training.updates import _Rates, _Updates
 
 
 
@@ -198,7 +199,7 @@ def train_windows(
                 span = data.spans[i]
                 streams.live, streams.span = data.live[i], span
                 if fused is not None:
-                    live = fused.step(feed.step(i), streams, span, lambda loss, part: book.watch(loss, part, epoch, i))
+                    live = fused.step(feed.step(i), streams, span, functools.partial(book.watch, epoch=epoch, i=i))
                 else:
                     xb, yb, keep, denominator = feed.step(i)
                     loss = _batch_loss(stack, xb, yb, keep, denominator, streams, span, criterion)

@@ -14,9 +14,9 @@ every member (row of the leading axis), with that member's LR:
   ``buf = momentum*buf + g`` (``buf = g`` on the first step), ``p -= lr*buf``.
 
 Updates are in place over the whole buffer (no fresh allocations per step). A member whose
-``active`` flag is False gets no update at all: its rows of the parameters and moments are saved
-before and put back after, so they stay bitwise as they were, even when its gradient is NaN or
-inf, and its step count does not move.
+``active`` flag is False gets no update at all (the fused kernel is not given its rows; the
+whole-buffer ops save them before and put them back after), so they stay bitwise as they were,
+even when its gradient is NaN or inf, and its step count does not move.
 
 Per-member scalars (``1 - lr*wd``, ``lr/bc1``, ``sqrt(bc2)``) are computed on the host in float64,
 the bias corrections' powers ``beta**t`` as Python floats (as torch's AdamW computes them), and
@@ -123,9 +123,8 @@ class BatchedAdamW:
         self.exp_avg_sq = torch.zeros_like(params)
         self.steps = np.zeros(params.shape[0])  # each member's step count (float64, on the host)
         self._beta1_powers, self._beta2_powers = _Powers(self.beta1), _Powers(self.beta2)
-        self._denom = torch.empty_like(params)
-        self._delta = torch.empty_like(params)
         self._rows = _FusedRows(self) if _FusedRows.applies(params) else None
+        self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None  # the ops path's denominator and delta
 
     @torch.no_grad()
     def step(self, grads: torch.Tensor, lr: Any, active: Any = None) -> None:
@@ -145,6 +144,9 @@ class BatchedAdamW:
     def _step_by_ops(self, grads: torch.Tensor, lr: np.ndarray, active: np.ndarray | None, steps: np.ndarray) -> None:
         """The update as whole-buffer tensor ops (any device): torch's single-tensor AdamW, op for op."""
         p = self.params
+        if self._scratch is None:
+            self._scratch = (torch.empty_like(p), torch.empty_like(p))
+        denom_out, delta_out = self._scratch
         counted = np.maximum(steps, 1)  # inactive members that never stepped: any finite value
         # torch's scalars, per member: step_size = lr / (1 - beta1**t), sqrt(1 - beta2**t), 1 - lr*wd
         neg_step_size = _column(-(lr / (1 - self._beta1_powers(counted))), p)
@@ -155,8 +157,8 @@ class BatchedAdamW:
             p.mul_(_column(1 - lr * self.weight_decay, p))
         self.exp_avg.lerp_(grads, 1 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(grads, grads, value=1 - self.beta2)
-        denom = torch.sqrt(self.exp_avg_sq, out=self._denom).div_(bc2_sqrt).add_(self.eps)
-        p.add_(torch.mul(self.exp_avg, neg_step_size, out=self._delta).div_(denom))
+        denom = torch.sqrt(self.exp_avg_sq, out=denom_out).div_(bc2_sqrt).add_(self.eps)
+        p.add_(torch.mul(self.exp_avg, neg_step_size, out=delta_out).div_(denom))
         if frozen is not None:
             frozen.restore()
 
