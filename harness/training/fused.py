@@ -9,11 +9,13 @@ It is the eager step, op for op: the backward calls exactly the aten ops autogra
 for ``baddbmm``, the narrow head's broadcast product and sum, the activations
 (``threshold_backward``, ``tanh_backward``, ``gelu_backward``, ``silu_backward``), dropout masks,
 ``square``, the masks and the means, with the same shapes and the same reductions (``sum_to``
-over the broadcast dimensions), and adds each gradient into the zeroed gradient buffer as
-``AccumulateGrad`` does. So every member's loss and gradient are bitwise autograd's (the tests
-check it for every activation, dropout, partial batches, idle members and several outputs), and
-everything autograd guaranteed still holds: a member computes the same whichever members share
-its stack.
+over the broadcast dimensions), and writes each gradient into the gradient buffer: what
+``AccumulateGrad`` adding it into the zeroed buffer gives, without zeroing the buffer every
+step (the training loop zeroes it only for autograd; a member outside a step's span keeps a
+stale gradient it does not use). So every member's loss and gradient are bitwise autograd's
+(the tests check it for every activation, dropout, partial batches, idle members and several
+outputs), and everything autograd guaranteed still holds: a member computes the same whichever
+members share its stack.
 
 On the CPU, a stack of many windows takes each step in chunks of whole windows (:meth:`MLPStep.step`):
 forward, loss and backward of one chunk, then the next, so that a chunk's activations stay in the
@@ -180,16 +182,17 @@ class _Layer:
         return torch.baddbmm(self.bias_row, h, self.weight_t)
 
     def backward(self, g: torch.Tensor, inputs: torch.Tensor, needs_input: bool) -> torch.Tensor | None:
-        """Add the weight and bias gradients for output gradient ``g`` ``[S, B, out]`` into the
+        """Write the weight and bias gradients for output gradient ``g`` ``[S, B, out]`` into the
         gradient views; return the input's gradient (when ``needs_input``)."""
-        self.g_bias.add_(_sum_to(g, (g.shape[0], 1, g.shape[2])).squeeze(1))
+        torch.sum(g, 1, out=self.g_bias)
         if self.narrow:  # (h.unsqueeze(2) * w.unsqueeze(1)).sum(-1): a broadcast product
             expanded = g.unsqueeze(-1).expand(*g.shape, inputs.shape[-1])
             h = inputs.unsqueeze(2)
-            self.g_weight.add_(_sum_to(expanded * h, tuple(self.weight_row.shape)).squeeze(1))
+            torch.sum(expanded * h, 1, out=self.g_weight)
             return _sum_to(expanded * self.weight_row, tuple(h.shape)).squeeze(2) if needs_input else None
         # baddbmm(bias, h, w^T): batch2 = w^T, so d batch2 = h^T @ g and d h = g @ batch2^T (= w)
-        self.g_weight.add_(torch.bmm(inputs.transpose(1, 2), g).transpose(1, 2))
+        # written by a copy: bmm(out=) into the strided view takes another kernel for small shapes (other bits)
+        self.g_weight.copy_(torch.bmm(inputs.transpose(1, 2), g).transpose(1, 2))
         return torch.bmm(g, self.weight) if needs_input else None
 
 

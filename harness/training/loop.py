@@ -209,7 +209,8 @@ def train_windows(
                 if grad_clip is not None:
                     _clip_grad_norms(stack, grad_clip)
                 book.lr[:, epoch, i] = updates.step(lr_block[:, i], live, i)
-                stack.zero_grad()
+                if fused is None:  # autograd adds into the gradient; the fused step writes it
+                    stack.zero_grad()
             monitor = book.end_epoch(epoch, updates, patience)
             axes.spend(book, updates, epoch)  # members whose budget is spent stop
             rates.end_epoch(monitor)

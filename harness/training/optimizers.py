@@ -184,38 +184,51 @@ class _FusedRows:
         self.rows = [list(t.unbind(0)) for t in (optimizer.params, optimizer.exp_avg, optimizer.exp_avg_sq)]
         self.counts = torch.zeros(optimizer.params.shape[0], dtype=torch.float32)  # the kernel reads them
         self.count_rows = list(self.counts.unbind(0))
-        self.grads: tuple[torch.Tensor | None, list[torch.Tensor]] = (None, [])
+        self.grads: torch.Tensor | None = None
+        self.calls: dict[bytes, list[tuple[list[torch.Tensor], ...]]] = {}
         self.everyone = np.arange(optimizer.params.shape[0])
 
-    def _grad_rows(self, grads: torch.Tensor) -> list[torch.Tensor]:
-        if grads is not self.grads[0]:  # the training loop passes one gradient buffer every step
-            self.grads = (grads, list(grads.unbind(0)))
-        return self.grads[1]
+    def _calls(self, grads: torch.Tensor, members: np.ndarray, group: np.ndarray) -> list[tuple[list[torch.Tensor], ...]]:
+        """The kernel's tensor lists for each LR group (``group``: each of ``members``' group),
+        made once per grouping: from step to step the LRs change, who shares one rarely does."""
+        if grads is not self.grads:  # the training loop passes one gradient buffer every step
+            self.grads, self.calls = grads, {}
+        key = members.tobytes() + group.tobytes()
+        calls = self.calls.get(key)
+        if calls is None:
+            if len(self.calls) >= _GROUPINGS_KEPT:
+                self.calls.clear()
+            grad_rows = list(grads.unbind(0))
+            params, exp_avg, exp_avg_sq = self.rows
+            calls = []
+            for k in range(int(group.max(initial=-1)) + 1):
+                chosen = members[group == k].tolist()
+                calls.append(tuple([rows[m] for m in chosen]
+                                   for rows in (params, grad_rows, exp_avg, exp_avg_sq, self.count_rows)))
+            self.calls[key] = calls
+        return calls
 
     def step(self, grads: torch.Tensor, lr: np.ndarray, active: np.ndarray | None, steps: np.ndarray) -> None:
         opt = self.optimizer
         self.counts.copy_(torch.from_numpy(steps.astype(np.float32)))
         members = self.everyone if active is None else np.flatnonzero(active)
         values, group = np.unique(lr[members], return_inverse=True)
-        params, exp_avg, exp_avg_sq = self.rows
-        grad_rows, count_rows = self._grad_rows(grads), self.count_rows
+        calls = self._calls(grads, members, group)
         with _ONE_THREAD:  # the kernel splits every row over the threads: a fork and join per member
             threads = torch.get_num_threads()
             if threads > 1:
                 torch.set_num_threads(1)
             try:
-                for k, value in enumerate(values.tolist()):
-                    chosen = members[group == k].tolist() if len(values) > 1 else members.tolist()
-                    torch._fused_adamw_(
-                        [params[m] for m in chosen], [grad_rows[m] for m in chosen], [exp_avg[m] for m in chosen],
-                        [exp_avg_sq[m] for m in chosen], [], [count_rows[m] for m in chosen], lr=value,
-                        beta1=opt.beta1, beta2=opt.beta2, weight_decay=opt.weight_decay, eps=opt.eps,
-                        amsgrad=False, maximize=False)
+                for value, (params, grad_rows, exp_avg, exp_avg_sq, counts) in zip(values.tolist(), calls):
+                    torch._fused_adamw_(params, grad_rows, exp_avg, exp_avg_sq, [], counts, lr=value,
+                                        beta1=opt.beta1, beta2=opt.beta2, weight_decay=opt.weight_decay,
+                                        eps=opt.eps, amsgrad=False, maximize=False)
             finally:
                 if threads > 1:
                     torch.set_num_threads(threads)
 
 
+_GROUPINGS_KEPT = 256  # LR groupings whose tensor lists are kept (a run meets a handful)
 _ONE_THREAD = threading.Lock()  # trainings in several Python threads restore the thread count they found
 
 

@@ -360,6 +360,30 @@ def test_member_init_is_the_factorys_init_under_the_member_seed():
                                                      RecurrentNet)
 
 
+def test_the_batched_matmul_weights_are_stored_transposed_behind_views_of_the_modules_shape():
+    """The bmm path keeps its matmul layers' weights ``[in, out]`` in the flat buffer (so their
+    gradients add in contiguously); every view, state, load and pickle still speaks ``[out, in]``."""
+    import pickle
+
+    factory = make_model_factory({"hidden": [6, 5]}, 3)
+    stack = Stack(factory, [0, 7])
+    assert stack.transposed == {"net.0.weight", "net.2.weight"}  # not the narrow head, net.4
+    assert not Stack(factory, [0], path="vmap").transposed
+    torch.manual_seed(7)
+    solo = dict(factory().named_parameters())
+    first = solo["net.0.weight"]  # [6, 3], stored as its transpose at the buffer's start
+    assert torch.equal(stack.flat[1, :first.numel()], first.detach().t().reshape(-1))
+    for name, value in solo.items():
+        assert stack.params[name].shape[1:] == value.shape and torch.equal(stack.state()[name][1], value)
+        assert stack.params[name].grad.stride() == stack.params[name].stride()
+    other = Stack(factory, [3, 4])
+    other.load_state(stack.state())
+    assert torch.equal(other.flat, stack.flat)
+    copy = pickle.loads(pickle.dumps(stack))
+    assert copy.params["net.2.weight"].data_ptr() == copy.flat[:, 6 * 3 + 6:].data_ptr()
+    assert all(torch.equal(copy.state()[name], value) for name, value in stack.state().items())
+
+
 def test_member_batches_are_the_dataloader_batches_for_that_seed():
     n, batch_size = 23, 5
     batches = MemberBatches(torch.arange(n).expand(3, -1), [0, 11, 42])

@@ -76,6 +76,24 @@ def test_batched_adamw_on_the_cpu_is_bitwise_torchs_fused_adamw_for_every_member
     assert torch.equal(ours.params, expected)
 
 
+def test_the_fused_path_reuses_its_lr_groupings_and_stays_bitwise_as_they_recur_and_change():
+    """As in training: one gradient buffer every step, members sharing a few LRs, so the same
+    groupings recur (their tensor lists are kept) and change (members sit out, LRs move)."""
+    params, grads, _, active = sequences(seed=6)
+    g = torch.Generator().manual_seed(6)
+    lrs = torch.tensor([0.01, 0.02, 0.03], dtype=torch.float64)[torch.randint(0, 3, (T, M), generator=g)]
+    lrs[: T // 2] = lrs[0]  # the first half repeats one grouping
+    ours = BatchedAdamW(params.clone(), weight_decay=0.1)
+    buffer = torch.empty_like(params)
+    for t in range(T):
+        buffer.copy_(grads[t])
+        ours.step(buffer, lrs[t], active[t])
+    kept = len(ours._rows.calls)
+    assert 1 < kept < T  # the repeated grouping made its lists once
+    fused = lambda rows, **settings: torch.optim.AdamW(rows, fused=True, **settings)  # noqa: E731
+    assert torch.equal(ours.params, reference(fused, params, grads, lrs, active, weight_decay=0.1))
+
+
 def test_batched_adamw_by_whole_buffer_ops_equals_torch_adamw_too():
     """The path other devices take (no fused kernel per row), checked here on the CPU."""
     params, grads, lrs, active = sequences(seed=5)
