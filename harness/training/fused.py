@@ -76,29 +76,29 @@ class MLPStep:
                                for prefix in self.prefixes]
         return self.views[key]
 
-    def step(self, batch: tuple, streams: GroupStreams | None, span: slice,
+    def step(self, batch: tuple, streams: GroupStreams | None, span: slice, ready: np.ndarray,
              watch: Callable[[torch.Tensor, slice], np.ndarray]) -> np.ndarray:
         """One step's forward, loss and backward of the members in ``span``, chunk by chunk.
 
         ``batch`` = ``(xb, yb, keep, denominator)`` of the span's members (:meth:`loss`);
-        ``watch(loss, part)`` takes a chunk ``part``'s losses and returns who of the stack updates
-        now (``[M]`` bool, true only inside ``part``): those members' gradients are computed.
-        Returns the union of the chunks' answers."""
+        ``ready`` (``[M]`` bool): who may update, so whose gradients are computed (active, with a
+        batch). ``watch(loss, span)`` then takes all the span's losses at once (one call, not one
+        a chunk) and returns who updates now: ``ready`` less the members whose loss just
+        diverged. Those members' gradients were computed but are never used (the optimizers
+        leave out whoever does not update), so every update is the eager step's."""
         xb, yb, keep, denominator = batch
-        live = np.zeros(self.stack.n_members, dtype=bool)
+        losses = []
         for part in _parts(span, self.bounds):
             rows = slice(part.start - span.start, part.stop - span.start)
             if streams is not None:
                 streams.span = part
-            loss = self.loss(xb[rows], yb[rows], None if keep is None else keep[rows], denominator[rows],
-                             streams, part)
-            answer = watch(loss, part)
-            live |= answer
-            chosen = answer[part]
+            losses.append(self.loss(xb[rows], yb[rows], None if keep is None else keep[rows], denominator[rows],
+                                    streams, part))
+            chosen = ready[part]
             self.backward(None if chosen.all() else torch.from_numpy(chosen).to(xb.device))
         if streams is not None:
             streams.span = span
-        return live
+        return watch(losses[0] if len(losses) == 1 else torch.cat(losses), span)
 
     def loss(self, xb: torch.Tensor, yb: torch.Tensor, keep: torch.Tensor | None, denominator: torch.Tensor,
              streams: GroupStreams | None, members: slice) -> torch.Tensor:

@@ -199,7 +199,8 @@ def train_windows(
                 span = data.spans[i]
                 streams.live, streams.span = data.live[i], span
                 if fused is not None:
-                    live = fused.step(feed.step(i), streams, span, functools.partial(book.watch, epoch=epoch, i=i))
+                    live = fused.step(feed.step(i), streams, span, book.active & book.present[:, i],
+                                      functools.partial(book.watch, epoch=epoch, i=i))
                 else:
                     xb, yb, keep, denominator = feed.step(i)
                     loss = _batch_loss(stack, xb, yb, keep, denominator, streams, span, criterion)

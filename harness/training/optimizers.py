@@ -172,6 +172,9 @@ class _FusedRows:
     schedule share it), each row a view of the stacked buffers. Every element's update reads only
     its own values and its member's LR and count, so a row is bitwise what the fused optimizer
     gives that member alone, whatever the grouping; an inactive member is simply left out.
+
+    Rows, not blocks of consecutive rows: the kernel rounds an element in a vector's body and in
+    the scalar tail differently, so a member's numbers would depend on who sits beside it.
     """
 
     @staticmethod
@@ -189,8 +192,8 @@ class _FusedRows:
         self.everyone = np.arange(optimizer.params.shape[0])
 
     def _calls(self, grads: torch.Tensor, members: np.ndarray, group: np.ndarray) -> list[tuple[list[torch.Tensor], ...]]:
-        """The kernel's tensor lists for each LR group (``group``: each of ``members``' group),
-        made once per grouping: from step to step the LRs change, who shares one rarely does."""
+        """The kernel's tensor lists for each LR group (``group``: each of ``members``' group), made
+        once per grouping and kept: from step to step the LRs change, who shares one rarely does."""
         if grads is not self.grads:  # the training loop passes one gradient buffer every step
             self.grads, self.calls = grads, {}
         key = members.tobytes() + group.tobytes()

@@ -83,6 +83,8 @@ def test_the_fused_path_reuses_its_lr_groupings_and_stays_bitwise_as_they_recur_
     g = torch.Generator().manual_seed(6)
     lrs = torch.tensor([0.01, 0.02, 0.03], dtype=torch.float64)[torch.randint(0, 3, (T, M), generator=g)]
     lrs[: T // 2] = lrs[0]  # the first half repeats one grouping
+    active = active.clone()
+    active[T // 2] = False  # a step where nobody updates
     ours = BatchedAdamW(params.clone(), weight_decay=0.1)
     buffer = torch.empty_like(params)
     for t in range(T):
