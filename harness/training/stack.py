@@ -167,7 +167,8 @@ class Stack:
 
     def state(self) -> dict[str, torch.Tensor]:
         """Stacked parameters ``{name: [M, *shape]}`` on the CPU (a copy)."""
-        return {name: self.params[name].detach().to("cpu", copy=True) for name in self.names}
+        return {name: self.params[name].detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+                for name in self.names}
 
     def select(self, members: slice) -> Stack:
         """A new stack of some of the members (copies), e.g. one window's after a joint training."""
@@ -314,17 +315,20 @@ def _views(flat: torch.Tensor, flat_grad: torch.Tensor, shapes: list[tuple[int, 
 
     Autograd accumulates into an existing ``.grad`` in place, so backward fills ``flat_grad``.
     """
-    m = flat.shape[0]
     views, start = [], 0
     for shape, size, flipped in zip(shapes, sizes, transposed):
-        def view(buffer: torch.Tensor, shape: tuple[int, ...] = shape, flipped: bool = flipped) -> torch.Tensor:
-            segment = buffer[:, start:start + size]
-            return segment.view(m, *shape[::-1]).transpose(1, 2) if flipped else segment.view(m, *shape)
-        leaf = view(flat).detach().requires_grad_(True)
-        leaf.grad = view(flat_grad)
+        leaf = _segment(flat, start, size, shape, flipped).detach().requires_grad_(True)
+        leaf.grad = _segment(flat_grad, start, size, shape, flipped)
         views.append(leaf)
         start += size
     return views
+
+
+def _segment(buffer: torch.Tensor, start: int, size: int, shape: tuple[int, ...], flipped: bool) -> torch.Tensor:
+    """Columns ``start:start + size`` of ``buffer`` ``[M, P]`` as ``[M, *shape]`` (``flipped``: stored
+    as the transpose of a 2-d ``shape``)."""
+    segment = buffer[:, start:start + size]
+    return segment.view(len(buffer), *shape[::-1]).transpose(1, 2) if flipped else segment.view(len(buffer), *shape)
 
 
 def _choose_path(template: nn.Module, path: str) -> str:

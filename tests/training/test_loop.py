@@ -375,6 +375,7 @@ def test_the_batched_matmul_weights_are_stored_transposed_behind_views_of_the_mo
     assert torch.equal(stack.flat[1, :first.numel()], first.detach().t().reshape(-1))
     for name, value in solo.items():
         assert stack.params[name].shape[1:] == value.shape and torch.equal(stack.state()[name][1], value)
+        assert stack.state()[name].is_contiguous()
         assert stack.params[name].grad.stride() == stack.params[name].stride()
     other = Stack(factory, [3, 4])
     other.load_state(stack.state())
