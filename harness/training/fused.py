@@ -34,7 +34,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.training.models import ACTIVATIONS, MLP
-from harness.training.stack import NARROW, GroupStreams, Stack
+from harness.training.stack import GroupStreams, Stack, is_narrow
 
 
 def fused_step_applies(stack: Stack) -> bool:
@@ -170,7 +170,7 @@ class _Layer:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, g_weight: torch.Tensor, g_bias: torch.Tensor) -> None:
         self.weight, self.g_weight, self.g_bias = weight, g_weight, g_bias
-        self.narrow = weight.shape[1] <= NARROW
+        self.narrow = is_narrow(weight.shape[1])
         self.bias_row = bias.unsqueeze(1)
         self.weight_t = weight.transpose(1, 2)
         self.weight_row = weight.unsqueeze(1)

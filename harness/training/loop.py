@@ -199,12 +199,12 @@ def train_windows(
                 span = data.spans[i]
                 streams.live, streams.span = data.live[i], span
                 if fused is not None:
-                    live = fused.step(feed.step(i), streams, span, book.active & book.present[:, i],
+                    live = fused.step(feed.step(i), streams, span, book.ready(slice(None), i),
                                       functools.partial(book.watch, epoch=epoch, i=i))
                 else:
                     xb, yb, keep, denominator = feed.step(i)
                     loss = _batch_loss(stack, xb, yb, keep, denominator, streams, span, criterion)
-                    live = book.watch(loss.detach(), span, epoch, i)
+                    live = book.watch(loss, span, epoch, i)
                     stack.backward(loss.sum() if live[span].all() else
                                    torch.where(torch.from_numpy(live[span]).to(stack.device), loss, 0.0).sum())
                 if grad_clip is not None:
@@ -250,6 +250,10 @@ class _Book:
         self.running = np.ones(n_members, dtype=bool)  # `active` at the last epoch end
         self.best_flat = stack.flat.clone() if keep_best else None
 
+    def ready(self, members: slice, i: int) -> np.ndarray:
+        """Who of ``members`` may update at step ``i``: active, with a batch."""
+        return self.active[members] & self.present[members, i]
+
     def watch(self, loss: torch.Tensor, span: slice, epoch: int, i: int) -> np.ndarray:
         """Record the losses of the members in ``span`` (every member with a batch at step ``i``
         of ``epoch`` is in the span of one call), freeze those that diverge (before their update);
@@ -257,7 +261,7 @@ class _Book:
         values = loss.detach().cpu().numpy()
         if epoch == 0 and i == 0:
             self.threshold[span] = self.factor * values
-        watched = self.active[span] & self.present[span, i]
+        watched = self.ready(span, i)
         self.step_loss[span, epoch, i] = np.where(watched, values, np.nan)
         with np.errstate(invalid="ignore"):
             bad = watched & (~np.isfinite(values) | (values > self.threshold[span]))

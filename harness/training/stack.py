@@ -264,13 +264,19 @@ def _draws_random_numbers(template: nn.Module) -> bool:
 NARROW = 4  # layers with at most this many outputs skip the batched matmul
 
 
+def is_narrow(out_features: int) -> bool:
+    """Whether a layer with ``out_features`` outputs is narrow (the head): a broadcast product and
+    a sum, not a batched matmul."""
+    return out_features <= NARROW
+
+
 def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Each member's ``h @ weight.T + bias``: ``[M, n, in]``, ``[M, out, in]``, ``[M, out]``.
 
     A narrow layer (the head) is a broadcast product and a sum: a batched matmul would run one
     matrix-vector product per member, far slower than the arithmetic it does.
     """
-    if weight.shape[1] <= NARROW:
+    if is_narrow(weight.shape[1]):
         return (h.unsqueeze(2) * weight.unsqueeze(1)).sum(-1) + bias.unsqueeze(1)
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
 
@@ -303,9 +309,8 @@ def _stored_transposed(template: nn.Module, path: str) -> frozenset[str]:
     ``[out, in]`` shape (as strided views); only the buffer's order of elements changes."""
     if path != "bmm":
         return frozenset()
-    layers = [layer for layer in template.net if isinstance(layer, nn.Linear)]
-    return frozenset(f"{prefix}.weight" for prefix, layer in zip(template.linear_names(), layers)
-                     if layer.out_features > NARROW)
+    return frozenset(f"{prefix}.weight" for prefix in template.linear_names()
+                     if not is_narrow(template.get_submodule(prefix).out_features))
 
 
 def _views(flat: torch.Tensor, flat_grad: torch.Tensor, shapes: list[tuple[int, ...]],
