@@ -38,6 +38,7 @@ from harness.figures.common import (
     DPI,
     SINGLE,
     date_axis,
+    draw_png,
     finish_axes,
     legend_outside,
     new_figure,
@@ -71,7 +72,7 @@ from harness.figures.selection import (
 
 __all__ = [
     "BASELINE_STYLE", "DOUBLE", "DPI", "NOMINAL", "SINGLE", "backtest_figures", "baseline_window_metric",
-    "buy_and_hold", "comparison_figure", "cross_section_files", "cumulative_errors", "date_axis",
+    "buy_and_hold", "comparison_figure", "cross_section_files", "cumulative_errors", "date_axis", "draw_png",
     "equity_figure", "errors_figure", "finish_axes", "frame_figures", "legend_outside", "long_short_figure",
     "loss_differences_figure", "lr_curve_figure", "new_figure", "plot_comparison", "plot_equity",
     "plot_errors", "plot_long_short", "plot_loss_differences", "plot_lr_curve", "plot_lr_curves",

@@ -31,10 +31,10 @@ from harness.figures.common import (
     DOUBLE,
     SINGLE,
     date_axis,
+    draw_png,
     finish_axes,
     new_figure,
     require_columns,
-    save_png,
     schedule_colors,
     value_axis,
 )
@@ -135,8 +135,8 @@ def frame_figures(
     for index, label in enumerate(labels):
         own = folder / f"schedule-{index}"  # labels such as "step(milestones=[0.5])" are no folder names
         lr = np.asarray(lr_curves[label], dtype=float)
-        files = {"lr_curve.png": save_png(lr_curve_figure(lr, f"{label}: learning rate per optimizer step",
-                                                          steps=steps), own / "lr_curve.png")}
+        files = {"lr_curve.png": draw_png(own / "lr_curve.png", lr_curve_figure, lr,
+                                                  f"{label}: learning rate per optimizer step", steps=steps)}
         seed_mean = seed_mean_metrics[seed_mean_metrics["schedule"] == label]
         if not seed_mean.empty:
             files["window_metrics.png"] = plot_window_metrics(
@@ -145,9 +145,9 @@ def frame_figures(
         schedule_files[label] = files
     parent_files: dict[str, Path] = {}
     if not seed_mean_metrics.empty:  # seed bands: per schedule
-        parent_files["comparison.png"] = save_png(comparison_figure(
-            seed_mean_metrics, {label: lr_curves[label] for label in labels}, headline, dates=dates,
-            baseline=baseline, steps=steps), folder / "comparison.png")
+        parent_files["comparison.png"] = draw_png(
+            folder / "comparison.png", comparison_figure, seed_mean_metrics,
+            {label: lr_curves[label] for label in labels}, headline, dates=dates, baseline=baseline, steps=steps)
     if not predictions.empty:
         parent_files["errors.png"] = plot_errors(predictions, folder / "errors.png")
     if equity:
@@ -246,8 +246,8 @@ def plot_window_metrics(
     baseline: pd.Series | None = None,
 ) -> Path:
     """One metric per window, one line per schedule; see :func:`window_metrics_figure`."""
-    return save_png(window_metrics_figure(seed_mean_metrics, metric, schedules, per_seed, dates=dates,
-                                          baseline=baseline), path)
+    return draw_png(path, window_metrics_figure, seed_mean_metrics, metric, schedules, per_seed, dates=dates,
+                    baseline=baseline)
 
 
 def window_metrics_figure(
@@ -372,8 +372,8 @@ def plot_comparison(
     steps: str = "optimizer step",
 ) -> Path:
     """All schedules of one backtest; see :func:`comparison_figure`."""
-    return save_png(comparison_figure(seed_mean_metrics, lr_curves, metric, per_seed, dates=dates,
-                                      baseline=baseline, steps=steps), path)
+    return draw_png(path, comparison_figure, seed_mean_metrics, lr_curves, metric, per_seed, dates=dates,
+                    baseline=baseline, steps=steps)
 
 
 def comparison_figure(

@@ -21,9 +21,9 @@ from harness.figures.backtest import _member_rows
 from harness.figures.common import (
     BASELINE_STYLE,
     DOUBLE,
+    draw_png,
     finish_dated_pair,
     new_figure,
-    save_png,
     schedule_colors,
 )
 
@@ -73,7 +73,7 @@ def candidate_series(backtest: Backtest) -> tuple[pd.DataFrame, dict[str, pd.Dat
 
 def plot_rank_ic(ic: pd.DataFrame, path: str | Path) -> Path:
     """The per-date rank IC; see :func:`rank_ic_figure`."""
-    return save_png(rank_ic_figure(ic), path)
+    return draw_png(path, rank_ic_figure, ic)
 
 
 def rank_ic_figure(ic: pd.DataFrame, rolling: int = ROLLING_DATES) -> Figure:
@@ -104,7 +104,7 @@ def rank_ic_figure(ic: pd.DataFrame, rolling: int = ROLLING_DATES) -> Figure:
 
 def plot_long_short(books: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
     """The long-short books' equity; see :func:`long_short_figure`."""
-    return save_png(long_short_figure(books), path)
+    return draw_png(path, long_short_figure, books)
 
 
 def long_short_figure(books: Mapping[str, pd.DataFrame]) -> Figure:

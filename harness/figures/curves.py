@@ -23,10 +23,10 @@ from matplotlib.patches import Patch
 
 from harness.figures.common import (
     SINGLE,
+    draw_png,
     finish_axes,
     new_figure,
     require_columns,
-    save_png,
     schedule_colors,
 )
 
@@ -100,7 +100,7 @@ def _log_scale(ax, values: np.ndarray) -> None:
 
 def plot_training_curve(curves: pd.DataFrame, label: str, path: str | Path, **kwargs) -> Path:
     """:func:`training_curve_figure` written as a PNG at ``path``."""
-    return save_png(training_curve_figure(curves, label, **kwargs), path)
+    return draw_png(path, training_curve_figure, curves, label, **kwargs)
 
 
 def curve_figures(backtest: Backtest, folder: str | Path) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
@@ -122,6 +122,6 @@ def curve_figures(backtest: Backtest, folder: str | Path) -> tuple[dict[str, Pat
         path = folder / "curves" / f"candidate-{index}" / "training_curve.png"
         per_candidate[label] = {"training_curve.png": plot_training_curve(curves, label, path, color=colors[label],
                                                                           note=note)}
-    parent = {"training_curves.png": save_png(training_curves_figure(curves, labels),
-                                              folder / "curves" / "training_curves.png")}
+    parent = {"training_curves.png": draw_png(folder / "curves" / "training_curves.png",
+                                              training_curves_figure, curves, labels)}
     return parent, per_candidate

@@ -15,11 +15,11 @@ from harness.figures.common import (
     DOUBLE,
     SINGLE,
     date_axis,
+    draw_png,
     finish_axes,
     finish_dated_pair,
     new_figure,
     require_columns,
-    save_png,
     schedule_colors,
 )
 
@@ -58,7 +58,7 @@ def cumulative_errors(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def plot_errors(predictions: pd.DataFrame, path: str | Path) -> Path:
     """Cumulative squared errors; see :func:`errors_figure`."""
-    return save_png(errors_figure(predictions), path)
+    return draw_png(path, errors_figure, predictions)
 
 
 def errors_figure(predictions: pd.DataFrame) -> Figure:
@@ -90,7 +90,7 @@ def errors_figure(predictions: pd.DataFrame) -> Figure:
 
 def plot_equity(equity: Mapping[str, pd.Series], path: str | Path, buy_and_hold: pd.Series | None = None) -> Path:
     """Equity curves of the trading view; see :func:`equity_figure`."""
-    return save_png(equity_figure(equity, buy_and_hold), path)
+    return draw_png(path, equity_figure, equity, buy_and_hold)
 
 
 def equity_figure(equity: Mapping[str, pd.Series], buy_and_hold: pd.Series | None = None) -> Figure:

@@ -13,7 +13,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.errors import HarnessError
-from harness.figures.common import DPI, SINGLE, finish_axes, new_figure, save_png, schedule_colors
+from harness.figures.common import (
+    DPI,
+    SINGLE,
+    draw_png,
+    finish_axes,
+    new_figure,
+    save_png,
+    schedule_colors,
+)
 from harness.schedules import get_schedule
 
 NOMINAL = " (nominal: warmup, then constant)"
@@ -82,7 +90,7 @@ def plot_schedules(
 
 def plot_lr_curve(lr: np.ndarray, path: str | Path, title: str, steps: str = "optimizer step") -> Path:
     """The learning rate a member uses at each optimizer step; ``steps`` labels the x axis."""
-    return save_png(lr_curve_figure(lr, title, steps=steps), path)
+    return draw_png(path, lr_curve_figure, lr, title, steps=steps)
 
 
 def lr_curve_figure(lr: np.ndarray, title: str, steps: str = "optimizer step") -> Figure:

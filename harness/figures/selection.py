@@ -27,9 +27,9 @@ from harness.figures.common import (
     DOUBLE,
     SINGLE,
     date_axis,
+    draw_png,
     finish_axes,
     new_figure,
-    save_png,
     schedule_colors,
     wrap_label,
 )
@@ -65,7 +65,7 @@ def plot_selection(report: SelectionReport, folder: str | Path) -> list[Path]:
 
 def plot_loss_differences(report: SelectionReport, path: str | Path) -> Path:
     """Cumulative ``L_schedule − L_best`` over the out-of-sample dates; see :func:`loss_differences_figure`."""
-    return save_png(loss_differences_figure(report), path)
+    return draw_png(path, loss_differences_figure, report)
 
 
 def loss_differences_figure(report: SelectionReport) -> Figure:
@@ -98,7 +98,7 @@ def loss_differences_figure(report: SelectionReport) -> Figure:
 
 def plot_window_intervals(report: SelectionReport, path: str | Path) -> Path:
     """The metric per window and the pooled metric per schedule; see :func:`window_intervals_figure`."""
-    return save_png(window_intervals_figure(report), path)
+    return draw_png(path, window_intervals_figure, report)
 
 
 def window_intervals_figure(report: SelectionReport) -> Figure:

@@ -124,3 +124,30 @@ def test_shared_pngs_write_each_png_once_between_the_parts(tmp_path):
     assert sorted(p.name for p in (tmp_path / "half").iterdir()) == ["0.png", "2.png", "4.png"]
     draw(tmp_path / "after")  # the block is over: all written again
     assert len(list((tmp_path / "after").iterdir())) == 5
+
+
+def test_draw_png_draws_only_the_figures_of_its_own_part(tmp_path):
+    from harness.figures.common import draw_png, new_figure
+
+    made = []
+
+    def make(k: int, *, title: str):
+        made.append(k)
+        fig = new_figure()
+        fig.add_subplot().plot([0, k])
+        fig.axes[0].set_title(title)
+        return fig
+
+    def draw(folder: Path) -> list[Path]:
+        return [draw_png(folder / f"{k}.png", make, k, title=f"t{k}") for k in range(5)]
+
+    whole = draw(tmp_path / "whole")
+    assert made == [0, 1, 2, 3, 4]
+    for part, own in ((0, [0, 2, 4]), (1, [1, 3])):
+        made.clear()
+        with shared_pngs(part, 2):
+            paths = draw(tmp_path / "split")
+        assert made == own  # the other part's figures are not even made
+        assert [p.name for p in paths] == [p.name for p in whole]  # every path returned
+    for path in whole:
+        assert (tmp_path / "split" / path.name).read_bytes() == path.read_bytes()

@@ -204,6 +204,26 @@ def test_window_metrics_put_each_window_at_its_first_test_date_with_the_baseline
     assert image.shape[:2] == SINGLE_PX and has_color(image, (0, 0, 0)) and has_color(image, PALETTE[0])
 
 
+def test_save_png_draws_a_constrained_figure_once_and_writes_the_pixels_savefig_writes(tmp_path):
+    seed_mean, per_seed = window_frames()
+    starts = pd.Series(pd.date_range("2020-01-02", periods=seed_mean["window"].nunique(), freq="21B"))
+
+    def make():
+        fig = figures.window_metrics_figure(seed_mean, "rmse", ["cosine"], per_seed, dates=starts)
+        draws = []
+        draw = fig.draw
+        fig.draw = lambda renderer: (draws.append(1), draw(renderer))[1]  # counts the figure's draws
+        return fig, draws
+
+    plain, plain_draws = make()
+    assert plain.get_layout_engine() is not None
+    plain.savefig(tmp_path / "plain.png", dpi=figures.DPI, format="png")  # a dry run to lay out, then the draw
+    fig, draws = make()
+    mine = read_png(figures.save_png(fig, tmp_path / "mine.png"))
+    assert len(draws) == 1 and len(plain_draws) == 2
+    np.testing.assert_array_equal(mine, read_png(tmp_path / "plain.png"))
+
+
 def test_without_dates_the_windows_are_numbered():
     seed_mean, _ = window_frames()
     ax = figures.window_metrics_figure(seed_mean, "rmse").axes[0]
