@@ -190,6 +190,7 @@ class _FusedRows:
         self.grads: torch.Tensor | None = None
         self.calls: dict[bytes, list[tuple[list[torch.Tensor], ...]]] = {}
         self.everyone = np.arange(optimizer.params.shape[0])
+        self.last_grouping: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (members, first of each group, group)
 
     def _calls(self, grads: torch.Tensor, members: np.ndarray, group: np.ndarray) -> list[tuple[list[torch.Tensor], ...]]:
         """The kernel's tensor lists for each LR group (``group``: each of ``members``' group), made
@@ -211,11 +212,25 @@ class _FusedRows:
             self.calls[key] = calls
         return calls
 
+    def _grouping(self, members: np.ndarray, lrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The members' LR groups: one LR per group (``values``) and each member's group; the last
+        step's groups while the same members still share their LRs (``np.unique`` costs more than
+        the rest of a step's bookkeeping). A group's LR may equal another's: they stay two calls."""
+        last = self.last_grouping
+        if last is not None and (last[0] is members or np.array_equal(last[0], members)):
+            _, first, group = last
+            values = lrs[first]
+            if np.array_equal(values[group], lrs):
+                return values, group
+        values, first, group = np.unique(lrs, return_index=True, return_inverse=True)
+        self.last_grouping = (members, first, group)
+        return values, group
+
     def step(self, grads: torch.Tensor, lr: np.ndarray, active: np.ndarray | None, steps: np.ndarray) -> None:
         opt = self.optimizer
         self.counts.copy_(torch.from_numpy(steps.astype(np.float32)))
         members = self.everyone if active is None else np.flatnonzero(active)
-        values, group = np.unique(lr[members], return_inverse=True)
+        values, group = self._grouping(members, lr[members])
         calls = self._calls(grads, members, group)
         with _ONE_THREAD:  # the kernel splits every row over the threads: a fork and join per member
             threads = torch.get_num_threads()

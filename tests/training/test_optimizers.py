@@ -10,6 +10,7 @@ import itertools
 
 import pytest
 import schedulefree
+import numpy as np
 import torch
 
 from harness.errors import HarnessError
@@ -92,6 +93,27 @@ def test_the_fused_path_reuses_its_lr_groupings_and_stays_bitwise_as_they_recur_
         ours.step(buffer, lrs[t], active[t])
     kept = len(ours._rows.calls)
     assert 1 < kept < T  # the repeated grouping made its lists once
+    fused = lambda rows, **settings: torch.optim.AdamW(rows, fused=True, **settings)  # noqa: E731
+    assert torch.equal(ours.params, reference(fused, params, grads, lrs, active, weight_decay=0.1))
+
+
+def test_the_fused_path_keeps_its_lr_groups_while_they_hold_and_regroups_when_a_member_leaves_its_own(monkeypatch):
+    """As schedules do: every LR moves every step, members of one schedule together (no regrouping),
+    until one member's LR leaves its schedule's (a plateau cut): regrouped, and bitwise still."""
+    params, grads, _, active = sequences(seed=7)
+    active = torch.ones_like(active)
+    steps = torch.arange(T, dtype=torch.float64)[:, None]
+    lrs = torch.tensor([0.01, 0.02, 0.01, 0.02], dtype=torch.float64) * 0.9 ** steps  # two schedules x two seeds
+    lrs[T // 2:, 2] *= 0.5  # member 2 leaves member 0's LR from the middle on
+    counted = []
+    unique = np.unique
+    monkeypatch.setattr(np, "unique", lambda *a, **k: (counted.append(1), unique(*a, **k))[1])
+    ours = BatchedAdamW(params.clone(), weight_decay=0.1)
+    buffer = torch.empty_like(params)
+    for t in range(T):
+        buffer.copy_(grads[t])
+        ours.step(buffer, lrs[t], active[t])
+    assert len(counted) == 2  # grouped at the first step, regrouped once when member 2 left
     fused = lambda rows, **settings: torch.optim.AdamW(rows, fused=True, **settings)  # noqa: E731
     assert torch.equal(ours.params, reference(fused, params, grads, lrs, active, weight_decay=0.1))
 
