@@ -82,9 +82,13 @@ class Outcome:
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during ``harness run``: the parent run is ended KILLED; finished windows stay saved."""
 
-    def __init__(self, saved: int, total: int, run_id: str) -> None:
-        super().__init__(f"interrupted: {saved} of {total} windows are saved in run {run_id}; "
-                         "run the same command again to resume")
+    def __init__(self, saved: int, total: int, run_id: str | None) -> None:
+        if run_id is None:  # before the first window's save into a new store (run_and_log)
+            super().__init__(f"interrupted before any of {total} windows was saved (no run was opened); "
+                             "run the same command again to start")
+        else:
+            super().__init__(f"interrupted: {saved} of {total} windows are saved in run {run_id}; "
+                             "run the same command again to resume")
         self.saved, self.total, self.run_id = saved, total, run_id
 
 
@@ -92,23 +96,95 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
                 rerun: bool = False) -> Outcome:
     """``harness run``: the backtest, one MLflow parent run with a child per schedule, the selection.
 
-    Resumable at every step (:mod:`harness.backtest.resume`): the parent run opens before training,
-    finished windows are saved into it as they come, then the schedule runs are logged (a schedule
-    logged by an interrupted session is kept, not logged twice), then the selection; the parent
-    ends FINISHED only after all of it. An interrupted run of the same backtest is taken over and
-    its missing steps done. If the same backtest already finished, it is read back, not run
-    (``rerun=True`` starts a new one). The parent ends FINISHED, FAILED on an error, or KILLED on
-    Ctrl-C (:class:`Interrupted`), also when the Ctrl-C was lost on the way (:func:`resume.interrupts`).
+    Resumable at every step (:mod:`harness.backtest.resume`): the parent run opens before the
+    first window is saved, finished windows are saved into it as they come, then the schedule runs
+    are logged (a schedule logged by an interrupted session is kept, not logged twice), then the
+    selection; the parent ends FINISHED only after all of it. An interrupted run of the same
+    backtest is taken over and its missing steps done. If the same backtest already finished, it
+    is read back, not run (``rerun=True`` starts a new one). The parent ends FINISHED, FAILED on an
+    error, or KILLED on Ctrl-C (:class:`Interrupted`), also when the Ctrl-C was lost on the way
+    (:func:`resume.interrupts`).
+
+    Into a new local store, which the side process creates meanwhile (:func:`sidecar.new_store`),
+    the first windows train before the store's first call: nothing there can be resumed, and the
+    calls are the same, in the same order, only made later (:class:`_Opening`).
     """
     sidecar.start(config)  # the store, figures and selection off the critical path, beside the training
-    store = tracking.resolve_store(tracking_uri(config))
-    tracking.check_server(store)
-    tracking.ensure_experiment(store, config.experiment)  # before any work: a bad store fails fast
+    if sidecar.new_store(config):
+        try:
+            return _run_and_log(config, progress, prices, rerun, opening=True)
+        except _NotNew:  # the store holds this backtest after all (made meanwhile): the usual way
+            pass
+    return _run_and_log(config, progress, prices, rerun, opening=False)
+
+
+def _run_and_log(config: Config, progress: bool, prices: pd.DataFrame | None, rerun: bool, *,
+                 opening: bool) -> Outcome:
+    store = None if opening else _open_store(config)  # before any work: a bad store fails fast
     the_plan = plan(config, prices)
     steps_per_window(config, the_plan.windows)  # refused before any run exists: a window too small to fit,
     check_execution(config.execution)           # an executor that cannot start
     tags = run_tags(config, the_plan.data_hash)
+    boundary = policy(config, the_plan.windows)
+    if store is None:
+        checkpoint: Any = _Opening(lambda: _begin(config, tags, boundary, rerun, None), boundary)
+    else:
+        checkpoint = _begin(config, tags, boundary, rerun, store)
+        if isinstance(checkpoint, Outcome):  # the same backtest had finished: read back
+            return checkpoint
+    resumed = len(checkpoint.done)
+    sidecar.warm_up()  # the side process imports the drawing while this trains
+    started = time.perf_counter()
+    try:
+        loaded = set(checkpoint.done)
+        results = run_windows(the_plan, progress=progress, checkpoint=checkpoint)
+        checkpoint = checkpoint.opened() if isinstance(checkpoint, _Opening) else checkpoint
+        backtest = assemble(the_plan, checkpoint.boundary, results)
+        trained = time.perf_counter() - started
+        resume.check_interrupted()
+        log_backtest(checkpoint.store, checkpoint.run_id, backtest, tags)  # the schedule runs; the parent stays RUNNING
+        outcome = Outcome(backtest, checkpoint.store, checkpoint.run_id, resumed=resumed, seconds=trained,
+                          log_seconds=time.perf_counter() - started - trained,
+                          train_seconds=sum(r.train_seconds for r in results if r.index not in loaded))
+        resume.check_interrupted()
+        select_and_log(outcome)  # its tags are the last thing logged
+        resume.check_interrupted()
+        tracking.end_run(checkpoint.store, checkpoint.run_id, "FINISHED")  # complete: a rerun has nothing to do
+    except _NotNew:
+        raise
+    except BaseException as exc:
+        # a Ctrl-C also when C code turned its KeyboardInterrupt into another error (resume.interrupts)
+        stopped = isinstance(exc, KeyboardInterrupt) or resume.interrupted()
+        opened = checkpoint.checkpoint if isinstance(checkpoint, _Opening) else checkpoint
+        if opened is None:  # stopped before the store's first call: there is no run to end
+            if stopped:
+                raise Interrupted(0, len(the_plan.windows), None) from None
+            raise
+        tracking.end_run(opened.store, opened.run_id, "KILLED" if stopped else "FAILED")
+        if stopped:
+            raise Interrupted(len(opened.done), len(the_plan.windows), opened.run_id) from None
+        raise
+    return outcome
+
+
+def _open_store(config: Config) -> Any:
+    """The config's store, checked: a server that answers, the experiment there and not deleted."""
+    store = tracking.resolve_store(tracking_uri(config))
+    tracking.check_server(store)
+    tracking.ensure_experiment(store, config.experiment)
+    return store
+
+
+def _begin(config: Config, tags: dict[str, str], boundary: Any, rerun: bool,
+           store: Any) -> resume.Checkpoint | Outcome:
+    """This session's parent run and its saved windows (:func:`resume.begin`), or the outcome of the
+    same backtest finished earlier. ``store`` None: a new store (:class:`_Opening`), opened here;
+    one that holds this backtest already raises :class:`_NotNew`."""
+    new = store is None
+    store = _open_store(config) if store is None else store
     earlier = resume.find_earlier(store, config.experiment, tags, rerun=rerun)
+    if new and (earlier.finished or earlier.resumable):
+        raise _NotNew
     if earlier.finished:
         outcome = Outcome(tracking.load_backtest(store, earlier.finished), store, earlier.finished, trained=False)
         if earlier.unselected:
@@ -116,33 +192,35 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
         else:
             _select(outcome)
         return outcome
-    checkpoint = resume.begin(store, config, tags, earlier, policy(config, the_plan.windows),
-                              run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}")
-    resumed = len(checkpoint.done)
-    sidecar.warm_up()  # the side process imports the drawing while this trains
-    started = time.perf_counter()
-    try:
-        loaded = set(checkpoint.done)
-        results = run_windows(the_plan, progress=progress, checkpoint=checkpoint)
-        backtest = assemble(the_plan, checkpoint.boundary, results)
-        trained = time.perf_counter() - started
-        resume.check_interrupted()
-        log_backtest(store, checkpoint.run_id, backtest, tags)  # the schedule runs; the parent stays RUNNING
-        outcome = Outcome(backtest, store, checkpoint.run_id, resumed=resumed, seconds=trained,
-                          log_seconds=time.perf_counter() - started - trained,
-                          train_seconds=sum(r.train_seconds for r in results if r.index not in loaded))
-        resume.check_interrupted()
-        select_and_log(outcome)  # its tags are the last thing logged
-        resume.check_interrupted()
-        tracking.end_run(store, checkpoint.run_id, "FINISHED")  # complete: a rerun has nothing to do
-    except BaseException as exc:
-        # a Ctrl-C also when C code turned its KeyboardInterrupt into another error (resume.interrupts)
-        stopped = isinstance(exc, KeyboardInterrupt) or resume.interrupted()
-        tracking.end_run(store, checkpoint.run_id, "KILLED" if stopped else "FAILED")
-        if stopped:
-            raise Interrupted(len(checkpoint.done), len(the_plan.windows), checkpoint.run_id) from None
-        raise
-    return outcome
+    return resume.begin(store, config, tags, earlier, boundary,
+                        run_name=f"{config.strategy.name}-{config.fingerprint()[:8]}")
+
+
+class _NotNew(Exception):
+    """A store taken for new held this backtest when its first call was made."""
+
+
+class _Opening:
+    """The checkpoint of a backtest into a new store the side process is still opening: nothing to
+    resume (no windows done, no state), so :func:`run_windows` trains the first windows at once; the
+    store's calls (:func:`_begin`: the store checked, the experiment made, the earlier runs looked up,
+    the parent run opened) are made before the first save, as the run makes them otherwise first."""
+
+    def __init__(self, begin: Any, boundary: Any) -> None:
+        self.begin, self.boundary, self.checkpoint = begin, boundary, None
+        self.state = None
+
+    @property
+    def done(self) -> dict[int, WindowResult]:
+        return self.checkpoint.done if self.checkpoint is not None else {}
+
+    def opened(self) -> resume.Checkpoint:
+        if self.checkpoint is None:
+            self.checkpoint = self.begin()
+        return self.checkpoint
+
+    def save(self, results: list[WindowResult]) -> None:
+        self.opened().save(results)
 
 
 def log_backtest(store: Any, run_id: str, backtest: Backtest, tags: dict[str, str]) -> None:

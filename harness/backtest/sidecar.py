@@ -39,6 +39,7 @@ from harness.backtest.jobs import (
     select_here,
     write_frame,
 )
+from harness.tracking.values import store_location
 
 log = logging.getLogger("harness.backtest")
 
@@ -66,6 +67,7 @@ class _Side:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                         start_new_session=True)
         self.job: _Job | None = None
+        self.new_stores: dict[Path, bool] = {}  # a local store's database: whether it did not exist when first opened
         self.calls = 0
         self.deferred: list[_Deferred] = []  # calls sent without waiting, oldest first
 
@@ -139,12 +141,27 @@ def start(config: Any = None) -> bool:
         if _SIDE is None:
             _SIDE = _Side()
         if config is not None:
-            _SIDE.send(("open", tracking_uri(config) or ""))  # "": the default store
+            uri = tracking_uri(config) or ""
+            database = store_location(uri or None).database
+            if database is not None and database not in _SIDE.new_stores:
+                _SIDE.new_stores[database] = not database.exists()  # before the side process creates it
+            _SIDE.send(("open", uri))  # "": the default store
     except (OSError, SideProcessError) as exc:
         log.debug("no side process: %s", exc)
         stop()
         return False
     return True
+
+
+def new_store(config: Any) -> bool:
+    """Whether the side process is opening ``config``'s store as a new local store (its database did
+    not exist when :func:`start` first asked for it): nothing to resume there, so the run may train
+    while it opens. True once per store (a second backtest into it finds the first's runs)."""
+    side = _SIDE
+    if side is None or not side.alive():
+        return False
+    database = store_location(tracking_uri(config) or None).database
+    return side.new_stores.pop(database, False) if database is not None else False
 
 
 def stop() -> None:

@@ -30,10 +30,14 @@ from mlflow.exceptions import MlflowException
 from harness.errors import HarnessError, first_line
 from harness.provenance import reachable
 from harness.tracking.faults import install as _install_fault_hook
-from harness.tracking.values import Store
-
-DEFAULT_FOLDER = "./mlruns"
-DB_NAME = "mlflow.db"
+from harness.tracking.values import (  # noqa: F401 - DB_NAME: this module's too
+    DB_NAME,
+    DEFAULT_FOLDER,
+    Store,
+    is_uri,
+    store_location,
+    store_text,
+)
 
 # The kind MLflow >= 3 reads to tell a model-training experiment from a GenAI one (whose layout is
 # traces and token usage). The 3.17 UI's GenAI / Model training switch overrides it: that follows
@@ -43,7 +47,6 @@ EXPERIMENT_KIND = "custom_model_development"
 
 _install_fault_hook()  # test-only: a no-op unless $HARNESS_TEST_KILL_AT or $HARNESS_TEST_WRITES is set
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")  # a scheme of >= 2 letters: not "C:\..."
 
 
 def resolve_store(uri: str | Path | None = None, *, create: bool = True) -> Store:
@@ -57,13 +60,8 @@ def resolve_store(uri: str | Path | None = None, *, create: bool = True) -> Stor
     With ``create=False`` (a reader such as ``harness ui``) nothing is created: a local store whose
     database does not exist yet raises :class:`HarnessError`.
     """
-    text = str(uri) if uri not in (None, "") else os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_FOLDER
-    if not _URI.match(text):
-        folder = Path(text).expanduser().resolve()
-        store = Store(f"sqlite:///{(folder / DB_NAME).as_posix()}", folder / "artifacts", folder, folder / DB_NAME)
-    else:
-        database = _sqlite_file(_checked_uri(text))
-        store = Store(text) if database is None else Store(text, database.parent / "artifacts", None, database)
+    text = store_text(uri)
+    store = store_location(_checked_uri(text) if is_uri(text) else text)
     if store.database is None:
         return store
     if create:
@@ -333,16 +331,6 @@ def _http_parts(uri: str) -> tuple[str, int] | None:
     if not parts.hostname:
         raise HarnessError(f"tracking uri '{uri}' names no host{_FIX_URI}")
     return parts.hostname, port or (443 if parts.scheme.lower() == "https" else 80)
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///path`` URI (relative to the cwd), or None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
-    if path in ("", ":memory:"):
-        return None
-    return Path(path).expanduser().resolve()
 
 
 def _artifact_location(store: Store, experiment: str) -> str | None:

@@ -9,11 +9,16 @@ process (:mod:`harness.backtest.sidecar`) and unpickles what comes back without 
 from __future__ import annotations
 
 import json
+import os
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 WORKFLOW_TYPE = "machine_learning"  # the UI's "Model training" workflow (the other is "genai")
+DEFAULT_FOLDER = "./mlruns"
+DB_NAME = "mlflow.db"
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")  # a scheme of >= 2 letters: not "C:\..."
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,39 @@ class Store:
     artifact_root: Path | None = None
     folder: Path | None = None
     database: Path | None = None
+
+
+def store_location(uri: str | Path | None = None) -> Store:
+    """The store ``uri`` names, unchecked (:func:`harness.tracking.resolve_store` checks it):
+    explicit, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns``. A folder is
+    ``sqlite:///<abs folder>/mlflow.db`` with artifacts in ``<folder>/artifacts``; a ``sqlite:///``
+    URI keeps its artifacts beside the database file; any other URI is itself."""
+    text = store_text(uri)
+    if not is_uri(text):
+        folder = Path(text).expanduser().resolve()
+        return Store(f"sqlite:///{(folder / DB_NAME).as_posix()}", folder / "artifacts", folder, folder / DB_NAME)
+    database = _sqlite_file(text)
+    return Store(text) if database is None else Store(text, database.parent / "artifacts", None, database)
+
+
+def store_text(uri: str | Path | None = None) -> str:
+    """``uri`` as text, else ``$MLFLOW_TRACKING_URI``, else ``./mlruns``."""
+    return str(uri) if uri not in (None, "") else os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_FOLDER
+
+
+def is_uri(text: str) -> bool:
+    """Whether a store's text is a URI (a scheme of two letters or more), not a folder."""
+    return _URI.match(text) is not None
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` URI (relative to the cwd), or None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path).expanduser().resolve()
 
 
 @dataclass
