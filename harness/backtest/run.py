@@ -75,6 +75,7 @@ class Outcome:
     seconds: float = 0.0
     log_seconds: float = 0.0
     train_seconds: float = 0.0  # of ``seconds``: the trainer's (summed over workers); the rest is the windows' other work
+    store_seconds: float = 0.0  # not in ``seconds``: waiting for a new store the side process creates (_Opening)
     selection: SelectionReport | None = None
     selection_error: str = ""
 
@@ -138,13 +139,15 @@ def _run_and_log(config: Config, progress: bool, prices: pd.DataFrame | None, re
     try:
         loaded = set(checkpoint.done)
         results = run_windows(the_plan, progress=progress, checkpoint=checkpoint)
-        checkpoint = checkpoint.opened() if isinstance(checkpoint, _Opening) else checkpoint
+        opening = checkpoint if isinstance(checkpoint, _Opening) else None
+        checkpoint = checkpoint.opened() if opening is not None else checkpoint
         backtest = assemble(the_plan, checkpoint.boundary, results)
         trained = time.perf_counter() - started
+        waited = opening.seconds if opening is not None else 0.0
         resume.check_interrupted()
         log_backtest(checkpoint.store, checkpoint.run_id, backtest, tags)  # the schedule runs; the parent stays RUNNING
-        outcome = Outcome(backtest, checkpoint.store, checkpoint.run_id, resumed=resumed, seconds=trained,
-                          log_seconds=time.perf_counter() - started - trained,
+        outcome = Outcome(backtest, checkpoint.store, checkpoint.run_id, resumed=resumed, seconds=trained - waited,
+                          log_seconds=time.perf_counter() - started - trained, store_seconds=waited,
                           train_seconds=sum(r.train_seconds for r in results if r.index not in loaded))
         resume.check_interrupted()
         select_and_log(outcome)  # its tags are the last thing logged
@@ -209,6 +212,7 @@ class _Opening:
     def __init__(self, begin: Any, boundary: Any) -> None:
         self.begin, self.boundary, self.checkpoint = begin, boundary, None
         self.state = None
+        self.seconds = 0.0  # in the store's calls: waiting for the side process to have the store open
 
     @property
     def done(self) -> dict[int, WindowResult]:
@@ -216,7 +220,9 @@ class _Opening:
 
     def opened(self) -> resume.Checkpoint:
         if self.checkpoint is None:
+            started = time.perf_counter()
             self.checkpoint = self.begin()
+            self.seconds = time.perf_counter() - started
         return self.checkpoint
 
     def save(self, results: list[WindowResult]) -> None:

@@ -46,7 +46,8 @@ E2E = dict(windows=10, rows=484, test=21, purge=1, features=20, hidden=(64, 64),
 SCHEDULE_SPECS = {"constant": "constant", "cosine": "cosine", "step": {"name": "step", "step_size": 0.33, "gamma": 0.1}}
 EXPERIMENT = "bench-e2e"
 TIMING = re.compile(r" in (?P<seconds>[\d.]+) s \((?:training (?P<training>[\d.]+) s, other window work "
-                    r"(?P<other>[\d.]+) s; )?MLflow logging (?P<logging>[\d.]+) s\)")
+                    r"(?P<other>[\d.]+) s; )?(?:opening the new store (?P<store>[\d.]+) s; )?"
+                    r"MLflow logging (?P<logging>[\d.]+) s\)")
 
 
 def bench_e2e(n_windows: int = 10, *, rows: int = 484, features: int = 20, hidden: Sequence[int] = (64, 64),
@@ -118,7 +119,8 @@ def format_e2e(figures: dict[str, Any]) -> str:
     mlp = f"{f['features']}-{'-'.join(map(str, f['hidden']))}-1"
     timing = f["harness_timing"]
     inside = ", ".join(f"{name} {timing[key]:.2f} s" for name, key in
-                       (("training", "training"), ("other window work", "other"), ("MLflow logging", "logging"))
+                       (("training", "training"), ("other window work", "other"),
+                        ("waiting for the new store", "store"), ("MLflow logging", "logging"))
                        if timing.get(key) is not None)
     lines = [
         f"whole process, start to exit, best of {f['repeats']}, {f['threads']} torch thread(s): {f['windows']} rolling "

@@ -116,8 +116,12 @@ def comparison_line(outcome: Outcome) -> str | None:
 
 def timing_text(outcome: Outcome) -> str:
     """Where a run's seconds went: the trainer, the windows' other work (scalers, baselines,
-    predictions, metrics, checkpoints), the MLflow logging (figures included)."""
+    predictions, metrics, checkpoints), the wait for a new store the side process was creating
+    while the first windows trained (not in the windows' seconds), the MLflow logging (figures
+    included)."""
     logging = f"MLflow logging {outcome.log_seconds:.1f} s"
+    if outcome.store_seconds >= 0.05:
+        logging = f"opening the new store {outcome.store_seconds:.1f} s; {logging}"
     if outcome.train_seconds <= 0:
         return logging
     if outcome.backtest.config.execution.executor != "local":  # workers train side by side

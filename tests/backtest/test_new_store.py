@@ -64,9 +64,11 @@ def test_into_a_new_store_the_windows_train_before_its_first_call_and_into_an_ol
     first = run_and_log(config, progress=False, prices=prices)
     assert events[0] == "trained" and [e for e in events if e in FIRST_CALLS] == FIRST_CALLS
     assert events.index("trained") < events.index("resolve_store")
+    assert first.store_seconds > 0  # the wait for the store, reported apart from the windows' seconds
     events.clear()
     second = run_and_log(config, progress=False, prices=prices, rerun=True)  # the store exists now
     assert events[:len(FIRST_CALLS)] == FIRST_CALLS and events.index("trained") > events.index("start_backtest")
+    assert second.store_seconds == 0
     runs = _runs(config)
     assert sorted(runs["run_id"]) == sorted([first.run_id, second.run_id]) and set(runs["status"]) == {"FINISHED"}
     pd.testing.assert_frame_equal(first.backtest.predictions, second.backtest.predictions, check_exact=True)

@@ -78,13 +78,16 @@ def test_the_timing_line_of_harness_run_is_what_the_bench_reads():
         config = Config
 
     class Outcome:
-        backtest, seconds, log_seconds, train_seconds = Backtest, 3.5, 1.25, 2.0
+        backtest, seconds, log_seconds, train_seconds, store_seconds = Backtest, 3.5, 1.25, 2.0, 0.0
 
     line = f"exp: 10 windows x 3 schedules x 2 seeds in 3.5 s ({timing_text(Outcome)})"
+    assert "new store" not in line
+    Outcome.store_seconds = 0.44  # a new store, opened while the first windows trained
+    line = f"exp: 10 windows x 3 schedules x 2 seeds in 3.5 s ({timing_text(Outcome)})"
     match = TIMING.search(line)
-    assert match is not None
+    assert match is not None and "opening the new store 0.4 s; MLflow logging" in line
     assert {k: float(v) for k, v in match.groupdict().items()} == {
-        "seconds": 3.5, "training": 2.0, "other": 1.5, "logging": 1.2}
+        "seconds": 3.5, "training": 2.0, "other": 1.5, "store": 0.4, "logging": 1.2}
     figures = {"windows": 10, "rows": 484, "features": 20, "hidden": [64, 64], "schedules": ["a", "b", "c"],
                "seeds": 2, "epochs": 20, "batch_size": 64, "threads": 1, "repeats": 2, "plain_s": 6.0,
                "harness_s": 3.0, "e2e_speedup": 2.0, "plain_cpu_s": 5.9, "harness_cpu_s": 4.0,
@@ -92,6 +95,7 @@ def test_the_timing_line_of_harness_run_is_what_the_bench_reads():
                "harness_timing": {k: float(v) for k, v in match.groupdict().items()}}
     text = format_e2e(figures)
     assert "e2e_speedup 2.00x" in text and "exits 1.80 s after it" in text and "training 2.00 s" in text
+    assert "waiting for the new store 0.40 s" in text
 
 
 @pytest.mark.parametrize(("option", "value"), [("--windows", "0"), ("--rows", "0"), ("--threads", "0"),
