@@ -263,8 +263,7 @@ class _Book:
             self.threshold[span] = self.factor * values
         watched = self.ready(span, i)
         self.step_loss[span, epoch, i] = np.where(watched, values, np.nan)
-        with np.errstate(invalid="ignore"):
-            bad = watched & (~np.isfinite(values) | (values > self.threshold[span]))
+        bad = watched & ~(values <= self.threshold[span])  # NaN, +inf too (losses are >= 0)
         if bad.any():
             self.diverged[span] |= bad
             self.active[span] &= ~bad

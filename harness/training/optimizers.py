@@ -187,6 +187,7 @@ class _FusedRows:
         self.rows = [list(t.unbind(0)) for t in (optimizer.params, optimizer.exp_avg, optimizer.exp_avg_sq)]
         self.counts = torch.zeros(optimizer.params.shape[0], dtype=torch.float32)  # the kernel reads them
         self.count_rows = list(self.counts.unbind(0))
+        self.counts_host = self.counts.numpy()  # the same memory, written from the host's float64 counts
         self.grads: torch.Tensor | None = None
         self.calls: dict[bytes, list[tuple[list[torch.Tensor], ...]]] = {}
         self.everyone = np.arange(optimizer.params.shape[0])
@@ -228,7 +229,7 @@ class _FusedRows:
 
     def step(self, grads: torch.Tensor, lr: np.ndarray, active: np.ndarray | None, steps: np.ndarray) -> None:
         opt = self.optimizer
-        self.counts.copy_(torch.from_numpy(steps.astype(np.float32)))
+        self.counts_host[:] = steps
         members = self.everyone if active is None else np.flatnonzero(active)
         values, group = self._grouping(members, lr[members])
         calls = self._calls(grads, members, group)
