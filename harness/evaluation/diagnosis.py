@@ -24,7 +24,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtrit  # scipy.stats.t.ppf's own function, without importing scipy.stats
 
 TAIL = 0.10  # the last share of a member's epochs the slope is fitted over
 MIN_EPOCHS = 3  # points the slope needs (and the fewest a tail has)
@@ -71,6 +70,9 @@ def _trend(epochs: np.ndarray, loss: np.ndarray) -> tuple[int, float, float, boo
     else:  # exactly on a line: the sign of the slope decides
         t = -math.inf if slope < 0 else (math.inf if slope > 0 else 0.0)
     drop = 1.0 - 10.0 ** (slope * float(x[-1] - x[0]))  # the fitted line's relative fall across the tail
+    # scipy.stats.t.ppf's own function; here: `harness run`'s trainer never needs it
+    from scipy.special import stdtrit
+
     improving = slope < 0 and t < stdtrit(k - 2, ALPHA) and drop >= MIN_DROP
     return n, slope, float(t), False, bool(improving)
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtr  # scipy.stats.t.sf's own function, without importing scipy.stats
 
 PBO_MIN_WINDOWS = 8
 PBO_MAX_SPLITS = 16  # C(16, 8) = 12870 combinations
@@ -73,6 +72,9 @@ def diebold_mariano(loss: np.ndarray, benchmark: np.ndarray, lags: int | None = 
         stat = 0.0 if abs(mean) <= 1e-14 * scale else math.copysign(math.inf, mean)
     else:
         stat = mean / math.sqrt(lrv / n)
+    # scipy.stats.t.sf's own function; here: `harness run`'s trainer never needs it
+    from scipy.special import stdtr
+
     return DMTest(mean, stat, float(2.0 * stdtr(n - 1, -abs(stat))), lags)
 
 

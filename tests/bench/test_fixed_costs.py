@@ -171,6 +171,15 @@ def test_reading_a_backtest_and_planning_import_neither_torch_nor_mlflow():
     assert done.stdout.strip() == "[]"
 
 
+def test_the_process_that_trains_imports_no_scipy():
+    """The statistics and the pricing import scipy's special functions (~0.2 s) where they use them:
+    ``harness run``'s own process, which trains, loads none of them."""
+    code = ("import sys; import harness.backtest.run, harness.cli.render, strategies; "
+            "print(sorted(m for m in sys.modules if m == 'scipy' or m.startswith('scipy.')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_run_logs_the_figures_and_selection_the_side_process_made(tmp_path, monkeypatch):
     """``harness run``'s outcome with the side process: figures and selection logged, the split timed."""
     from harness.backtest import run_and_log
