@@ -139,11 +139,11 @@ def _run_and_log(config: Config, progress: bool, prices: pd.DataFrame | None, re
     try:
         loaded = set(checkpoint.done)
         results = run_windows(the_plan, progress=progress, checkpoint=checkpoint)
-        opening = checkpoint if isinstance(checkpoint, _Opening) else None
-        checkpoint = checkpoint.opened() if opening is not None else checkpoint
+        early = checkpoint if isinstance(checkpoint, _Opening) else None  # trained before the store's calls
+        checkpoint = early.opened() if early is not None else checkpoint
         backtest = assemble(the_plan, checkpoint.boundary, results)
         trained = time.perf_counter() - started
-        waited = opening.seconds if opening is not None else 0.0
+        waited = early.seconds if early is not None else 0.0
         resume.check_interrupted()
         log_backtest(checkpoint.store, checkpoint.run_id, backtest, tags)  # the schedule runs; the parent stays RUNNING
         outcome = Outcome(backtest, checkpoint.store, checkpoint.run_id, resumed=resumed, seconds=trained - waited,
