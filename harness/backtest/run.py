@@ -108,7 +108,8 @@ def run_and_log(config: Config, *, progress: bool = True, prices: pd.DataFrame |
 
     Into a new local store, which the side process creates meanwhile (:func:`sidecar.new_store`),
     the first windows train before the store's first call: nothing there can be resumed, and the
-    calls are the same, in the same order, only made later (:class:`_Opening`).
+    calls are the same, in the same order, only made later (:class:`_Opening`). Stopped or failed
+    before then, it leaves no run (nothing was saved).
     """
     sidecar.start(config)  # the store, figures and selection off the critical path, beside the training
     if sidecar.new_store(config):

@@ -84,22 +84,26 @@ def test_a_store_taken_for_new_that_holds_the_backtest_is_read_back_not_logged_t
     assert list(_runs(config)["run_id"]) == [first.run_id]
 
 
-def test_a_ctrl_c_before_the_new_stores_first_call_leaves_no_run(tmp_path, prices, events, monkeypatch):
+@pytest.mark.parametrize(("raised", "expected"), [(KeyboardInterrupt, Interrupted), (RuntimeError, RuntimeError)])
+def test_a_ctrl_c_or_an_error_before_the_new_stores_first_call_leaves_no_run(tmp_path, prices, events, monkeypatch,
+                                                                              raised, expected):
     config = parse_config(small_config(tmp_path, training={"epochs": 1, "seeds": 1}))
     policy = run_module.policy
 
-    def interrupted(config, windows):
+    def failing(config, windows):
         boundary = policy(config, windows)
 
         def runs(*args, **kwargs):
-            raise KeyboardInterrupt
+            raise raised("in the first job")
             yield  # a generator, as the real one
 
         boundary.run = runs
         return boundary
 
-    monkeypatch.setattr(run_module, "policy", interrupted)
-    with pytest.raises(Interrupted, match=r"before any of \d+ windows was saved \(no run was opened\); run the same command"):
+    monkeypatch.setattr(run_module, "policy", failing)
+    message = (r"before any of \d+ windows was saved \(no run was opened\); run the same command"
+               if expected is Interrupted else "in the first job")
+    with pytest.raises(expected, match=message):
         run_and_log(config, progress=False, prices=prices)
     assert not [e for e in events if e in FIRST_CALLS]  # the store was not called
     assert _runs(config).empty
