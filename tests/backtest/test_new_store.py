@@ -10,8 +10,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from harness.backtest import run as run_module
 from harness.backtest import Interrupted, run_and_log, sidecar
+from harness.backtest import run as run_module
 from harness.config import parse_config
 from harness.data import load_prices
 from tests.conftest import ROOT, small_config
