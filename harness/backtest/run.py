@@ -154,13 +154,11 @@ def _run_and_log(config: Config, progress: bool, prices: pd.DataFrame | None, re
         select_and_log(outcome)  # its tags are the last thing logged
         resume.check_interrupted()
         tracking.end_run(checkpoint.store, checkpoint.run_id, "FINISHED")  # complete: a rerun has nothing to do
-    except _NotNew:
-        raise
     except BaseException as exc:
         # a Ctrl-C also when C code turned its KeyboardInterrupt into another error (resume.interrupts)
         stopped = isinstance(exc, KeyboardInterrupt) or resume.interrupted()
         opened = checkpoint.checkpoint if isinstance(checkpoint, _Opening) else checkpoint
-        if opened is None:  # stopped before the store's first call: there is no run to end
+        if opened is None:  # before the store's first call (or _NotNew from it, re-raised): no run to end
             if stopped:
                 raise Interrupted(0, len(the_plan.windows), None) from None
             raise

@@ -136,7 +136,7 @@ def shared_pngs(part: int, parts: int) -> Iterator[None]:
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Lay out and write ``fig`` as a PNG at ``path`` (folders created); an unwritable path is a
     one-line error. Under :func:`shared_pngs`, only this process's share is written."""
-    return _write_png(fig, Path(path)) if _my_turn() else Path(path)
+    return draw_png(path, lambda: fig)
 
 
 def draw_png(path: str | Path, make: Callable[..., Figure], *args: Any, **kwargs: Any) -> Path:

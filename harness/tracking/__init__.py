@@ -43,13 +43,13 @@ from harness.lazy import lazy_exports
 # is done by another (the run's side process, harness.backtest.sidecar) can read them without importing it.
 _LAZY = {
     **dict.fromkeys(("DEFAULT_HOST", "DEFAULT_PORT", "compare_link", "find_comparison", "ui_base"), "links"),
-    **dict.fromkeys(("BacktestLog", "Comparison", "Store", "compare_url"), "values"),
+    **dict.fromkeys(("BacktestLog", "Comparison", "DEFAULT_FOLDER", "Store", "compare_url"), "values"),
     **dict.fromkeys(("CHAMPION", "RegisteredModel", "check_model_name", "load_registered_model", "log_selection",
                      "register_model"), "registry"),
     **dict.fromkeys(("delete_child_runs", "end_run", "fetch_files", "find_runs", "finish_backtest",
                      "load_backtest", "logged_schedules", "prune_child_runs", "reopen_run", "save_files",
                      "start_backtest"), "runs"),
-    **dict.fromkeys(("DEFAULT_FOLDER", "check_server", "ensure_experiment", "resolve_store"), "store"),
+    **dict.fromkeys(("check_server", "ensure_experiment", "resolve_store"), "store"),
 }
 
 if TYPE_CHECKING:
@@ -82,12 +82,12 @@ if TYPE_CHECKING:
         start_backtest,
     )
     from harness.tracking.store import (
-        DEFAULT_FOLDER,
         check_server,
         ensure_experiment,
         resolve_store,
     )
     from harness.tracking.values import (
+        DEFAULT_FOLDER,
         BacktestLog,
         Comparison,
         Store,

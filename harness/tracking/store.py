@@ -30,14 +30,7 @@ from mlflow.exceptions import MlflowException
 from harness.errors import HarnessError, first_line
 from harness.provenance import reachable
 from harness.tracking.faults import install as _install_fault_hook
-from harness.tracking.values import (  # noqa: F401 - DB_NAME: this module's too
-    DB_NAME,
-    DEFAULT_FOLDER,
-    Store,
-    is_uri,
-    store_location,
-    store_text,
-)
+from harness.tracking.values import Store, is_uri, store_location, store_text
 
 # The kind MLflow >= 3 reads to tell a model-training experiment from a GenAI one (whose layout is
 # traces and token usage). The 3.17 UI's GenAI / Model training switch overrides it: that follows
