@@ -143,14 +143,22 @@ def start(config: Any = None) -> bool:
         if config is not None:
             uri = tracking_uri(config) or ""
             database = store_location(uri or None).database
-            if database is not None and database not in _SIDE.new_stores:
-                _SIDE.new_stores[database] = not database.exists()  # before the side process creates it
+            if database is not None and database not in _SIDE.new_stores:  # before the side process creates it
+                _SIDE.new_stores[database] = not database.exists() and _creatable(database.parent)
             _SIDE.send(("open", uri))  # "": the default store
     except (OSError, SideProcessError) as exc:
         log.debug("no side process: %s", exc)
         stop()
         return False
     return True
+
+
+def _creatable(folder: Path) -> bool:
+    """Whether ``folder`` is, or can be made, a writable folder (its nearest existing ancestor is a
+    writable folder): a store that cannot be created is no new store, so its error comes before any
+    training (:func:`harness.tracking.resolve_store` says why)."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
 def new_store(config: Any) -> bool:

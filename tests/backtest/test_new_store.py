@@ -14,6 +14,7 @@ from harness.backtest import Interrupted, run_and_log, sidecar
 from harness.backtest import run as run_module
 from harness.config import parse_config
 from harness.data import load_prices
+from harness.errors import HarnessError
 from tests.conftest import ROOT, small_config
 
 FIRST_CALLS = ["resolve_store", "check_server", "ensure_experiment", "find_runs", "start_backtest"]
@@ -110,3 +111,12 @@ def test_a_ctrl_c_or_an_error_before_the_new_stores_first_call_leaves_no_run(tmp
     monkeypatch.setattr(run_module, "policy", policy)
     outcome = run_and_log(config, progress=False, prices=prices)  # and the next run is a new one
     assert outcome.trained and outcome.resumed == 0
+
+
+def test_a_new_store_that_cannot_be_created_fails_before_any_training(tmp_path, prices, events):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = parse_config(small_config(tmp_path, tracking={"uri": str(blocker / "mlruns")}))
+    with pytest.raises(HarnessError, match="is not writable"):
+        run_and_log(config, progress=False, prices=prices)
+    assert "trained" not in events and events[0] == "resolve_store"  # a bad store still fails fast
